@@ -1,0 +1,4 @@
+"""Corpus readers register themselves on import (see ``pipeline/corpora/base.py``)."""
+from pipeline.corpora.base import CORPORA, CorpusData, CorpusError, CorpusReader, ReadReport, Utterance, read_corpus
+
+__all__ = ["CORPORA", "CorpusData", "CorpusError", "CorpusReader", "ReadReport", "Utterance", "read_corpus"]
