@@ -1,0 +1,32 @@
+"""Command line: ``python -m pipeline <command> ...`` (also ``accelerate launch -m pipeline <command>``).
+
+Commands are looked up in a table of ``module:function`` entries; each function takes ``argv``
+and returns an exit code.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo-data": ("pipeline.corpora.demo", "generate the demo corpora (MELD / IEMOCAP / MOSI layouts)"),
+    "read": ("pipeline.corpora.cli", "read a corpus and print its report"),
+    "features": ("pipeline.extract", "extract features into the cache"),
+    "train": ("pipeline.train", "train a method on a cache"),
+    "evaluate": ("pipeline.evaluate", "re-score a saved run"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        print("usage: python -m pipeline <command> [options]\n\ncommands:")
+        for name, (_, help_) in COMMANDS.items():
+            print(f"  {name:<10} {help_}")
+        return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.cli(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
