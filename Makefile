@@ -1,0 +1,90 @@
+# merc-toolkit: one pipeline from raw corpora to trained MERC / MSA methods.
+#   make demo    - the whole chain on the generated demo corpus (data, features, TelME, metrics)
+#   make test    - the test suite
+# Both install what they need first (make install). Variables can be set on the command line:
+#   make features CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper
+#   make train METHOD=telme CORPUS=demo-meld SEEDS="0 1 2" SET="stages.fusion.lr=1e-4"
+
+SHELL := /bin/bash
+PYTHON ?= python3
+CACHE_HOME ?= $(HOME)/.cache/merc
+# torchaudio's newest releases pin an older torch in their metadata; 2.11.0 installed with --no-deps
+# imports beside torch 2.14.1 and its functional.resample works (checked). So it is not in pyproject's
+# dependencies (pip would then replace torch with the older multi-GB build) but installed here.
+TORCHAUDIO := torchaudio==2.11.0
+# The venv (~6.5 GB) is keyed by a hash of the pinned dependencies, so CI and every checkout on the
+# same machine reuse it; VENV=... overrides.
+PINS_HASH := $(shell $(PYTHON) -c "import tomllib,hashlib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(hashlib.sha1(repr((p['dependencies'],p['optional-dependencies'],'$(TORCHAUDIO)')).encode()).hexdigest()[:12])")
+VENV ?= $(CACHE_HOME)/venv-$(PINS_HASH)
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+CORPUS ?= demo-meld
+ROOT ?=
+PROFILE ?= offline
+CACHE ?= cache
+ENCODERS ?= roberta roberta-context data2vec timesformer opensmile densenet
+METHOD ?= telme
+CONFIG ?=
+SEEDS ?= 0
+SET ?=
+RUNS ?= runs
+RUN ?=
+DEMO_DATA ?= data/demo
+
+ROOT_ARG := $(if $(ROOT),--root $(ROOT),)
+CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
+SET_ARGS := $(foreach s,$(SET),--set $(s))
+
+.PHONY: install demo demo-data features train evaluate test bench-features bench-train clean help
+
+help:
+	@sed -n '1,8p' Makefile
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print('\n'.join(p['dependencies']+p['optional-dependencies']['test']))" > $(VENV)/requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(VENV)/requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps $(TORCHAUDIO)
+	touch $(STAMP)
+
+# Idempotent: the dependencies once per pin set, then a cheap editable install of this checkout
+# only when the venv points at another one.
+install: $(STAMP)
+	@if [ "$$(cat $(VENV)/.project-dir 2>/dev/null)" != "$(CURDIR)" ]; then \
+		$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . && \
+		echo "$(CURDIR)" > $(VENV)/.project-dir; fi
+
+demo-data: install
+	$(PY) -m pipeline demo-data --out $(DEMO_DATA)
+
+features: install
+	@if [[ "$(CORPUS)" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$(CORPUS:demo-%=%)" ]]; then $(MAKE) --no-print-directory demo-data; fi
+	$(PY) -m pipeline features --corpus $(CORPUS) $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) --encoders $(ENCODERS)
+
+train: install
+	$(PY) -m pipeline train --method $(METHOD) $(if $(filter-out demo-meld,$(CORPUS)),--corpus $(CORPUS),) $(CONFIG_ARG) --cache-root $(CACHE) --seeds $(SEEDS) --out $(RUNS) $(SET_ARGS)
+
+evaluate: install
+	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/<run dir>"; exit 2; }
+	$(PY) -m pipeline evaluate $(RUN)
+
+demo: install
+	$(MAKE) --no-print-directory features CORPUS=demo-meld
+	$(MAKE) --no-print-directory train METHOD=telme CORPUS=demo-meld
+
+test: install
+	$(PY) -m pytest -q
+
+bench-features: install
+	$(PY) bench/bench_features.py
+
+bench-train: install
+	$(PY) bench/bench_train.py
+
+clean:
+	rm -rf $(CACHE) $(RUNS) $(DEMO_DATA)
