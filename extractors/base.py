@@ -70,6 +70,7 @@ class Encoder:
     modality: str = ""  # "text" | "audio" | "video"
     dim: int = 0
     random_weights: bool = False  # True when the weights were randomly initialised (reported)
+    uses_history: bool = False  # True when the output depends on EncoderInput.history (dialogue context)
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -1,0 +1,514 @@
+"""The extract stage: corpus records in, one cached ``DatasetDict`` out (``python -m pipeline features``).
+
+Plan -> compute -> merge:
+
+1. **Plan.** Read the corpus, turn every record into an ``EncoderInput`` (with its dialogue history) and
+   give each a *row key*: a hash of that input plus the size and mtime of its media files. A feature
+   column lives in ``shards/<column>/<encoder fingerprint>/``; a row is *missing* when no shard there
+   holds its key. An unchanged re-run finds nothing missing and does no encoding.
+2. **Compute.** Missing rows go through a ``DataLoader`` whose workers run ``encoder.load`` (decode /
+   tokenize) while the main process runs ``encoder.encode`` on the previous batch. Every
+   ``shard_size`` rows are written as one Arrow file, atomically (temp file + rename): a kill loses
+   at most the shard in flight and the next run resumes. Under ``accelerate launch`` each rank takes
+   a slice of the missing rows and writes its own shards.
+3. **Merge.** The main process joins the metadata table with every column's shards by row key (Arrow
+   ``take`` on memory-mapped shards, so memory does not grow with the corpus) and saves the
+   ``DatasetDict`` + ``meta.json`` + ``report.json`` (see ``pipeline/cache.py`` for the schema).
+
+Inputs that cannot be encoded (missing or corrupt media) are stored as zeros with ``<col>.missing``
+set and their reason in the report: a recorded skip, never a crash and never a silent wrong value.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from extractors.base import Encoder, EncoderInput, EncoderInputError, stable_hash
+from pipeline.cache import META_FILE, save_cache
+from pipeline.corpora.base import CorpusData, Utterance
+
+SHARDS_DIR = "shards"
+META_COLUMNS = ("utterance_id", "dialogue_id", "position", "speaker", "text", "split", "label", "label_name",
+                "score", "video_path", "audio_path", "start", "end", "video_side")
+MEDIA_FIELDS = {"audio": "audio_path", "video": "video_path"}
+
+
+# ----------------------------------------------------------------------------------------------- plan
+def encoder_inputs(records: Sequence[Utterance]) -> list[EncoderInput]:
+    """One ``EncoderInput`` per record; ``history`` holds the earlier turns of the same dialogue."""
+    by_dialogue: dict[tuple[str, str], list[Utterance]] = {}
+    for r in records:
+        by_dialogue.setdefault((r.split, r.dialogue_id), []).append(r)
+    history: dict[str, list[tuple[str, str]]] = {}
+    for turns in by_dialogue.values():
+        turns = sorted(turns, key=lambda u: u.position)
+        for i, u in enumerate(turns):
+            history[u.utterance_id] = [(t.speaker, t.text) for t in turns[:i]]
+    return [EncoderInput(utterance_id=r.utterance_id, text=r.text, speaker=r.speaker,
+                         history=history[r.utterance_id], video_path=r.video_path, audio_path=r.audio_path,
+                         start=r.start, end=r.end, video_side=r.video_side) for r in records]
+
+
+def _media_stamp(path: str | None) -> Any:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, "absent"]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def row_key(item: EncoderInput, modality: str, uses_history: bool = False) -> str:
+    """Hash of what this modality's encoder reads of one utterance (so a text edit does not
+    invalidate the video column, and a re-encoded clip invalidates only its own rows)."""
+    d = dataclasses.asdict(item)
+    if modality == "text":
+        keep = {k: d[k] for k in ("utterance_id", "text", "speaker")}
+        if uses_history:
+            keep["history"] = d["history"]
+    else:
+        field_ = MEDIA_FIELDS[modality]
+        keep = {k: d[k] for k in ("utterance_id", "start", "end", "video_side")}
+        keep["media"] = _media_stamp(d[field_])
+    return stable_hash(keep)
+
+
+# -------------------------------------------------------------------------------------------- shards
+def _read_arrow(path: Path):
+    import pyarrow as pa
+
+    with pa.memory_map(str(path), "r") as src:
+        return pa.ipc.open_file(src).read_all()
+
+
+def _write_arrow_atomic(table, path: Path) -> None:
+    import pyarrow as pa
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, path)
+
+
+def load_shards(folder: Path):
+    """All complete shards of one column fingerprint as one (memory-mapped) Arrow table, or None."""
+    import pyarrow as pa
+
+    files = sorted(folder.glob("shard-*.arrow")) if folder.is_dir() else []
+    if not files:
+        return None
+    return pa.concat_tables([_read_arrow(f) for f in files])
+
+
+def shard_table(keys: list[str], vecs: np.ndarray, missing: list[bool], reasons: list[str],
+                seqs: list[np.ndarray] | None, dtype: str):
+    import pyarrow as pa
+
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    dim = vecs.shape[1]
+    flat = pa.array(vecs.astype(np_dtype, copy=False).reshape(-1))
+    cols = {"key": pa.array(keys, pa.string()),
+            "vec": pa.FixedSizeListArray.from_arrays(flat, dim),
+            "missing": pa.array(missing, pa.bool_()),
+            "reason": pa.array(reasons, pa.string())}
+    if seqs is not None:
+        seq_dim = next((s.shape[1] for s in seqs if s.ndim == 2 and s.shape[0]), 0)
+        rows = []
+        for s in seqs:
+            s = s.astype(np_dtype, copy=False).reshape(-1, seq_dim) if seq_dim else np.zeros((0, 0), np_dtype)
+            rows.append(pa.FixedSizeListArray.from_arrays(pa.array(s.reshape(-1)), max(seq_dim, 1))
+                        if seq_dim else pa.array([], pa.list_(pa.float32())))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+        offsets[1:] = np.cumsum([len(r) for r in rows])
+        inner = pa.concat_arrays(rows) if rows else pa.array([], pa.list_(pa.float32(), max(seq_dim, 1)))
+        cols["seq"] = pa.ListArray.from_arrays(pa.array(offsets), inner)
+        cols["seq_len"] = pa.array([int(s.shape[0]) for s in seqs], pa.int32())
+    return pa.table(cols)
+
+
+# ------------------------------------------------------------------------------------------- compute
+@dataclasses.dataclass
+class _Failed:
+    reason: str
+
+
+class _LoadDataset:
+    """Map-style dataset over (key, input) pairs; runs ``encoder.load`` in DataLoader workers."""
+
+    def __init__(self, encoder: Encoder, items: list[tuple[str, EncoderInput]]) -> None:
+        self.encoder, self.items = encoder, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, Any]:
+        key, item = self.items[i]
+        modality = self.encoder.modality
+        if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
+            return key, _Failed(f"{item.utterance_id}: no {modality} for this utterance")
+        try:
+            return key, self.encoder.load(item)
+        except EncoderInputError as e:
+            return key, _Failed(str(e))
+        except Exception as e:  # a decoder crash on one file is that file's problem, not the run's
+            path = getattr(item, MEDIA_FIELDS.get(modality, "text"), "") or item.utterance_id
+            return key, _Failed(f"{path}: {type(e).__name__}: {e}")
+
+
+def _collate(batch: list) -> list:
+    return batch
+
+
+def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], folder: Path, *, batch_size: int,
+                    num_workers: int, shard_size: int, dtype: str, sequence: bool, tag: str = "r0",
+                    progress: bool = True) -> dict[str, Any]:
+    """Encode ``items`` and write them as shards into ``folder``. Returns counts and skip reasons."""
+    import torch
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    loader = torch.utils.data.DataLoader(_LoadDataset(encoder, items), batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, collate_fn=_collate,
+                                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    buf: dict[str, list] = {"keys": [], "vecs": [], "missing": [], "reasons": [], "seqs": []}
+    skipped: list[str] = []
+    n_written = 0
+
+    def flush() -> None:
+        nonlocal n_written
+        if not buf["keys"]:
+            return
+        table = shard_table(buf["keys"], np.stack(buf["vecs"]), buf["missing"], buf["reasons"],
+                            buf["seqs"] if sequence else None, dtype)
+        _write_arrow_atomic(table, folder / f"shard-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.arrow")
+        n_written += len(buf["keys"])
+        for v in buf.values():
+            v.clear()
+
+    bar = tqdm(total=len(items), desc=f"{encoder.modality}.{encoder.name}", unit="utt", disable=not progress)
+    for batch in loader:
+        ok = [(k, s) for k, s in batch if not isinstance(s, _Failed)]
+        out = encoder.encode([s for _, s in ok]) if ok else None
+        j = 0
+        for k, s in batch:
+            buf["keys"].append(k)
+            if isinstance(s, _Failed):
+                buf["vecs"].append(np.zeros(encoder.dim, np.float32))
+                buf["missing"].append(True)
+                buf["reasons"].append(s.reason)
+                buf["seqs"].append(np.zeros((0, 0), np.float32))
+                skipped.append(s.reason)
+            else:
+                buf["vecs"].append(np.asarray(out.vec[j], np.float32))
+                buf["missing"].append(False)
+                buf["reasons"].append("")
+                if sequence:
+                    if out.seq is None:
+                        raise RuntimeError(f"encoder {encoder.name} was asked for sequences but returned none")
+                    buf["seqs"].append(np.asarray(out.seq[j], np.float32))
+                j += 1
+            if len(buf["keys"]) >= shard_size:
+                flush()
+        bar.update(len(batch))
+    flush()
+    bar.close()
+    return {"computed": n_written, "skipped": skipped}
+
+
+# --------------------------------------------------------------------------------------------- merge
+def metadata_columns(records: Sequence[Utterance], extra_sets: Iterable[str]) -> dict[str, list]:
+    cols: dict[str, list] = {c: [] for c in META_COLUMNS}
+    extra_sets = list(extra_sets)
+    for s in extra_sets:
+        cols[f"label.{s}"] = []
+    nan = float("nan")
+    for r in records:
+        cols["utterance_id"].append(r.utterance_id)
+        cols["dialogue_id"].append(r.dialogue_id)
+        cols["position"].append(int(r.position))
+        cols["speaker"].append(r.speaker)
+        cols["text"].append(r.text)
+        cols["split"].append(r.split)
+        cols["label"].append(-1 if r.label is None else int(r.label))
+        cols["label_name"].append(r.label_name or "")
+        cols["score"].append(nan if r.score is None else float(r.score))
+        cols["video_path"].append(r.video_path or "")
+        cols["audio_path"].append(r.audio_path or "")
+        cols["start"].append(nan if r.start is None else float(r.start))
+        cols["end"].append(nan if r.end is None else float(r.end))
+        cols["video_side"].append(r.video_side or "")
+        for s in extra_sets:
+            cols[f"label.{s}"].append(int(r.extra_labels.get(s, -1)))
+    return cols
+
+
+def build_split_table(records: Sequence[Utterance], keys_by_column: dict[str, list[str]],
+                      shards: dict[str, Any], extra_sets: Sequence[str]):
+    """Metadata + every feature column for one split, rows in record order."""
+    import pyarrow as pa
+
+    table = pa.table(metadata_columns(records, extra_sets))
+    table = table.cast(table.schema.set(table.schema.get_field_index("position"), pa.field("position", pa.int32())))
+    for name in ("score", "start", "end"):
+        idx = table.schema.get_field_index(name)
+        table = table.set_column(idx, pa.field(name, pa.float32()), table.column(name).cast(pa.float32()))
+    for col, keys in keys_by_column.items():
+        shard = shards[col]
+        index = {k: i for i, k in enumerate(shard.column("key").to_pylist())}
+        missing_rows = [k for k in keys if k not in index]
+        if missing_rows:
+            raise RuntimeError(f"column {col}: {len(missing_rows)} rows have no shard (extraction incomplete)")
+        sub = shard.take(pa.array([index[k] for k in keys], pa.int64()))
+        table = table.append_column(col, sub.column("vec"))
+        table = table.append_column(f"{col}.missing", sub.column("missing"))
+        if "seq" in sub.column_names:
+            table = table.append_column(f"{col}.seq", sub.column("seq"))
+            table = table.append_column(f"{col}.seq_len", sub.column("seq_len"))
+    return table
+
+
+# ----------------------------------------------------------------------------------------------- run
+@dataclasses.dataclass
+class ExtractSettings:
+    encoders: list[Any]  # encoder names (built from the profile) or ready Encoder instances
+    profile: str = "offline"
+    dtype: str = "float32"
+    batch_size: int = 16
+    num_workers: int = 2
+    shard_size: int = 256
+    sequence: tuple[str, ...] = ()
+    precision: str = "no"  # no | bf16 | fp16 (encoder compute on GPU)
+    encoder_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    progress: bool = True
+
+
+def column_name(encoder: Encoder) -> str:
+    return f"{encoder.modality}.{encoder.name}"
+
+
+def build_encoder(name: str, settings: ExtractSettings) -> Encoder:
+    from extractors.base import create_encoder
+    from extractors.profiles import encoder_kwargs
+
+    kwargs = encoder_kwargs(settings.profile, name, overrides=settings.encoder_overrides.get(name))
+    if name in settings.sequence:
+        kwargs["sequence"] = True
+    return create_encoder(name, **kwargs)
+
+
+def records_fingerprint(records: Sequence[Utterance]) -> str:
+    return stable_hash([r.to_dict() for r in records])
+
+
+def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) -> dict[str, Any]:
+    """Fill the cache at ``cache_dir`` for ``data`` with the encoders in ``settings``; returns the report."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    cache_dir = Path(cache_dir)
+    t0 = time.perf_counter()
+    records = data.records
+    items = encoder_inputs(records)
+    old_meta = json.loads((cache_dir / META_FILE).read_text()) if (cache_dir / META_FILE).exists() else {}
+    old_columns: dict[str, Any] = dict(old_meta.get("columns", {}))
+    columns: dict[str, dict[str, Any]] = {}
+    keys_by_column: dict[str, list[str]] = {}
+    report_cols: dict[str, Any] = {}
+
+    for spec in settings.encoders:
+        t_enc = time.perf_counter()
+        encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, settings)
+        name = encoder.name
+        device = state.device
+        dtype = None
+        if device.type == "cuda" and settings.precision in ("bf16", "fp16"):
+            import torch
+
+            dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float16
+        encoder.to(device, dtype)
+        col = column_name(encoder)
+        fp = encoder.fingerprint()
+        folder = cache_dir / SHARDS_DIR / col / fp
+        keys = [row_key(it, encoder.modality, encoder.uses_history) for it in items]
+        keys_by_column[col] = keys
+        done = set()
+        if folder.is_dir():
+            have = load_shards(folder)
+            if have is not None:
+                done = set(have.column("key").to_pylist())
+        todo = [(k, it) for k, it in zip(keys, items) if k not in done]
+        mine = todo[state.process_index::state.num_processes]
+        res = compute_missing(encoder, mine, folder, batch_size=settings.batch_size,
+                              num_workers=settings.num_workers, shard_size=settings.shard_size, dtype=settings.dtype,
+                              sequence=name in settings.sequence, tag=f"r{state.process_index}",
+                              progress=settings.progress and state.is_local_main_process)
+        state.wait_for_everyone()
+        columns[col] = {"encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
+                        "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
+                        "dtype": settings.dtype, "sequence": name in settings.sequence,
+                        "uses_history": bool(encoder.uses_history)}
+        report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
+                            "computed": len(todo), "random_weights": bool(encoder.random_weights),
+                            "seconds": round(time.perf_counter() - t_enc, 2),
+                            "skipped_this_rank": res["skipped"]}
+        del encoder
+
+    # Columns from earlier runs that were not asked for this time stay in the cache (incremental).
+    for col, info in old_columns.items():
+        if col in columns:
+            continue
+        folder = cache_dir / SHARDS_DIR / col / info["fingerprint"]
+        have = load_shards(folder)
+        if have is None:
+            continue
+        modality = col.split(".", 1)[0]
+        keys = [row_key(it, modality, bool(info.get("uses_history"))) for it in items]
+        if set(keys) <= set(have.column("key").to_pylist()):
+            columns[col] = info
+            keys_by_column[col] = keys
+        else:  # the corpus changed since: this column would have holes, so it is dropped (and said)
+            report_cols[col] = {"encoder": info.get("encoder"), "dropped": "corpus changed; re-run with this encoder",
+                                "fingerprint": info["fingerprint"], "dim": info["dim"], "computed": 0, "reused": 0,
+                                "random_weights": info.get("random_weights", False), "seconds": 0.0}
+
+    meta = {"corpus": data.name, "task": data.task, "label_sets": data.label_sets,
+            "modalities": list(data.modalities), "records_fingerprint": records_fingerprint(records),
+            "columns": columns, "num_rows": {s: len(data.split(s)) for s in data.splits()}}
+    report: dict[str, Any] = {"corpus": data.name, "cache": str(cache_dir), "columns": report_cols}
+    meta = json.loads(json.dumps(meta))  # normalise (tuples -> lists) so re-runs compare equal
+    if state.is_main_process:
+        unchanged = (json.dumps(old_meta, sort_keys=True) == json.dumps(meta, sort_keys=True) and all(c["computed"] == 0 for c in report_cols.values())
+                     and (cache_dir / "dataset").is_dir())
+        if not unchanged:
+            _merge_and_save(data, cache_dir, columns, keys_by_column, meta)
+        report.update(_skips_from_shards(cache_dir, columns, keys_by_column, items))
+        report["rewrote_dataset"] = not unchanged
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        report["reader"] = json.loads(data.report.to_json())
+        (cache_dir / "report.json").write_text(json.dumps(report, indent=2))
+    state.wait_for_everyone()
+    return report
+
+
+def _merge_and_save(data: CorpusData, cache_dir: Path, columns: dict[str, Any], keys_by_column: dict[str, list[str]],
+                    meta: dict[str, Any]) -> None:
+    import datasets
+
+    shards = {col: load_shards(cache_dir / SHARDS_DIR / col / info["fingerprint"]) for col, info in columns.items()}
+    extra_sets = [s for s in data.label_sets if s != "primary"]
+    index_of = {r.utterance_id: i for i, r in enumerate(data.records)}
+    splits = {}
+    for split in data.splits():
+        recs = data.split(split)
+        idx = [index_of[r.utterance_id] for r in recs]
+        table = build_split_table(recs, {c: [k[i] for i in idx] for c, k in keys_by_column.items()}, shards,
+                                  extra_sets)
+        splits[split] = datasets.Dataset(table)
+    save_cache(cache_dir, datasets.DatasetDict(splits), meta)
+    # Prune shards of fingerprints no column uses any more (settings changed): disk does not grow.
+    root = cache_dir / SHARDS_DIR
+    for col_dir in root.iterdir() if root.is_dir() else []:
+        keep = columns.get(col_dir.name, {}).get("fingerprint")
+        for fp_dir in col_dir.iterdir():
+            if fp_dir.name != keep:
+                shutil.rmtree(fp_dir, ignore_errors=True)
+
+
+def _skips_from_shards(cache_dir: Path, columns: dict[str, Any], keys_by_column: dict[str, list[str]],
+                       items: list[EncoderInput]) -> dict[str, Any]:
+    out: dict[str, list[dict[str, str]]] = {}
+    for col, info in columns.items():
+        shard = load_shards(cache_dir / SHARDS_DIR / col / info["fingerprint"])
+        if shard is None:
+            continue
+        miss = dict(zip(shard.column("key").to_pylist(), shard.column("reason").to_pylist()))
+        entries = []
+        for k, it in zip(keys_by_column[col], items):
+            reason = miss.get(k, "not extracted")
+            if reason:
+                entries.append({"utterance_id": it.utterance_id, "reason": reason})
+        out[col] = entries
+    return {"skipped": out}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"\nfeatures cache: {report['cache']}  ({report.get('seconds', '?')} s)")
+    print(f"{'column':<26}{'dim':>6}{'computed':>10}{'reused':>8}{'skipped':>9}  weights")
+    for col, c in report["columns"].items():
+        if c.get("dropped"):
+            print(f"{col:<26}{c['dim']:>6}  dropped: {c['dropped']}")
+            continue
+        n_skip = len(report.get("skipped", {}).get(col, []))
+        w = "RANDOM (offline stand-in)" if c["random_weights"] else "pretrained"
+        print(f"{col:<26}{c['dim']:>6}{c['computed']:>10}{c['reused']:>8}{n_skip:>9}  {w}")
+    skipped = report.get("skipped", {})
+    shown = 0
+    for col, entries in skipped.items():
+        for e in entries[:5]:
+            print(f"  skip {col}: {e['reason']}")
+            shown += 1
+    if any(len(v) > 5 for v in skipped.values()):
+        print("  ... all skips with reasons in report.json")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    from pipeline.catalog import corpus_entry
+    from pipeline.corpora.base import read_corpus
+
+    p = argparse.ArgumentParser(prog="python -m pipeline features",
+                                description="Extract features of a corpus into its cache (incremental, resumable).")
+    p.add_argument("--corpus", default="demo-meld", help="corpus name from configs/corpora.yaml (default demo-meld)")
+    p.add_argument("--root", default=None, help="corpus root on disk (default: the catalog's root)")
+    p.add_argument("--encoders", nargs="+",
+                   default=["roberta", "roberta-context", "data2vec", "timesformer", "opensmile", "densenet"])
+    p.add_argument("--profile", default="offline", help="encoder profile: offline (default) | paper")
+    p.add_argument("--cache-root", default="cache", help="caches live in <cache-root>/<corpus>/ (default cache/)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored feature dtype")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding media")
+    p.add_argument("--shard-size", type=int, default=256, help="rows per shard (the most a kill can lose)")
+    p.add_argument("--sequence", nargs="*", default=[], help="encoders that also store per-step sequences")
+    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="encoder compute dtype on GPU")
+    p.add_argument("--set", action="append", default=[], metavar="ENC.KEY=VALUE",
+                   help="encoder setting override, e.g. --set timesformer.num_frames=16 --set roberta.weights=/models/rl")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    import yaml
+
+    overrides: dict[str, dict[str, Any]] = {}
+    for s in a.set:
+        key, _, value = s.partition("=")
+        enc, _, k = key.partition(".")
+        if not k or not _:
+            p.error(f"--set {s!r}: expected ENCODER.KEY=VALUE")
+        overrides.setdefault(enc, {})[k] = yaml.safe_load(value)
+    entry = corpus_entry(a.corpus, a.root)
+    data = read_corpus(entry.reader, entry.root, **entry.options)
+    data.name = a.corpus
+    settings = ExtractSettings(encoders=a.encoders, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
+                               num_workers=a.num_workers, shard_size=a.shard_size, sequence=tuple(a.sequence),
+                               precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
+    report = extract(data, Path(a.cache_root) / a.corpus, settings)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(data.report.summary())
+        print_report(report)
+        print(f"wrote {Path(a.cache_root) / a.corpus}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,172 @@
+"""The extract stage: incremental, resumable, skips recorded, stale columns recomputed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extractors.base import Encoder, EncoderInputError, EncoderOutput
+from pipeline.cache import load_cache
+from pipeline.corpora.base import CorpusData, ReadReport, Utterance
+from pipeline.extract import ExtractSettings, encoder_inputs, extract, load_shards
+
+
+class CharEncoder(Encoder):
+    """Deterministic text encoder for tests: character statistics of the utterance."""
+
+    name, modality, dim = "chars", "text", 4
+
+    def __init__(self, scale: float = 1.0, fail_after: int | None = None) -> None:
+        self.scale, self.fail_after, self.calls = scale, fail_after, 0
+
+    def settings(self):
+        return {"scale": self.scale}
+
+    def load(self, item):
+        return item.text
+
+    def encode(self, samples):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        v = np.array([[len(t), sum(map(ord, t)) % 97, t.count(" "), self.scale] for t in samples], np.float32)
+        return EncoderOutput(vec=v, seq=[np.full((len(t.split()), 2), 1.0, np.float32) for t in samples])
+
+
+class BytesEncoder(Encoder):
+    """Audio-side test encoder: reads the media file; a bad file is an EncoderInputError."""
+
+    name, modality, dim = "bytes", "audio", 2
+
+    def settings(self):
+        return {}
+
+    def load(self, item):
+        data = Path(item.audio_path).read_bytes()
+        if not data.startswith(b"RIFF"):
+            raise EncoderInputError(f"{item.audio_path}: not a wav file")
+        return data
+
+    def encode(self, samples):
+        return EncoderOutput(vec=np.array([[len(s), s[-1]] for s in samples], np.float32))
+
+
+def make_corpus(tmp: Path, n_dialogues: int = 6, per: int = 5) -> CorpusData:
+    recs = []
+    for d in range(n_dialogues):
+        split = ["train", "train", "train", "dev", "test", "test"][d % 6]
+        for p in range(per):
+            uid = f"d{d}_u{p}"
+            wav = tmp / f"{uid}.wav"
+            wav.write_bytes(b"RIFF" + bytes([d, p]) if (d, p) != (1, 2) else b"junk")
+            recs.append(Utterance(corpus="t", split=split, dialogue_id=f"d{d}", position=p, utterance_id=uid,
+                                  speaker=f"s{p % 2}", text=f"dialogue {d} turn {p} " + "x" * p, label=(d + p) % 3,
+                                  label_name=str((d + p) % 3), audio_path=str(wav)))
+    return CorpusData(name="t", records=recs, report=ReadReport("t", str(tmp)),
+                      label_sets={"primary": ["a", "b", "c"]}, modalities=("text", "audio"))
+
+
+def settings(*encoders, **kw) -> ExtractSettings:
+    return ExtractSettings(encoders=list(encoders), num_workers=0, batch_size=4, shard_size=8, progress=False, **kw)
+
+
+def table(cache_dir: Path) -> dict:
+    c = load_cache(cache_dir)
+    return {s: c.dataset[s].with_format("numpy")[:] for s in c.dataset}
+
+
+def test_history_is_earlier_turns_of_same_dialogue(tmp_path):
+    data = make_corpus(tmp_path)
+    items = encoder_inputs(data.records)
+    third = next(i for i in items if i.utterance_id == "d2_u2")
+    assert [t for _, t in third.history] == ["dialogue 2 turn 0 ", "dialogue 2 turn 1 x"]
+    assert encoder_inputs(data.records)[0].history == []
+
+
+def test_first_run_writes_cache_and_rerun_does_nothing(tmp_path):
+    data = make_corpus(tmp_path / "media" if (tmp_path / "media").mkdir() is None else tmp_path)
+    cache = tmp_path / "cache"
+    r1 = extract(data, cache, settings(CharEncoder(), BytesEncoder()))
+    assert r1["columns"]["text.chars"]["computed"] == 30 and r1["rewrote_dataset"]
+    c = load_cache(cache)
+    assert sorted(c.dataset) == ["dev", "test", "train"]
+    assert c.dim("text.chars") == 4 and c.meta["columns"]["audio.bytes"]["dim"] == 2
+    tr = c.dataset["train"]
+    assert tr["utterance_id"][:5] == [f"d0_u{p}" for p in range(5)]  # dialogue order kept
+    # the bad wav is a recorded skip: zeros + missing flag + reason in the report
+    row = tr["utterance_id"].index("d1_u2")
+    assert tr["audio.bytes.missing"][row] is True and tr["audio.bytes"][row] == [0.0, 0.0]
+    assert any("not a wav" in e["reason"] for e in r1["skipped"]["audio.bytes"])
+    assert json.loads((cache / "report.json").read_text())["columns"]["audio.bytes"]["computed"] == 30
+    enc = CharEncoder()
+    r2 = extract(data, cache, settings(enc, BytesEncoder()))
+    assert r2["columns"]["text.chars"]["computed"] == 0 and r2["columns"]["text.chars"]["reused"] == 30
+    assert enc.calls == 0 and r2["rewrote_dataset"] is False
+
+
+def test_killed_run_resumes_to_same_dataset(tmp_path):
+    data = make_corpus(tmp_path)
+    full = tmp_path / "full"
+    extract(data, full, settings(CharEncoder()))
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        extract(data, part, settings(CharEncoder(fail_after=3)))  # dies in the 4th batch
+    kept = load_shards(next((part / "shards" / "text.chars").iterdir()))
+    assert kept is not None and 0 < kept.num_rows < 30  # finished shards survived the kill
+    assert not list((part / "shards").rglob("*.tmp"))
+    r = extract(data, part, settings(CharEncoder()))
+    assert r["columns"]["text.chars"]["computed"] == 30 - kept.num_rows
+    a, b = table(full), table(part)
+    for s in a:
+        np.testing.assert_array_equal(a[s]["text.chars"], b[s]["text.chars"])
+        assert list(a[s]["utterance_id"]) == list(b[s]["utterance_id"])
+
+
+def test_only_changed_rows_and_changed_settings_recompute(tmp_path):
+    data = make_corpus(tmp_path)
+    cache = tmp_path / "c"
+    extract(data, cache, settings(CharEncoder(), BytesEncoder()))
+    data.records[3].text = "a new transcript"
+    r = extract(data, cache, settings(CharEncoder(), BytesEncoder()))
+    assert r["columns"]["text.chars"]["computed"] == 1 and r["columns"]["audio.bytes"]["computed"] == 0
+    ctx = CharEncoder()
+    ctx.uses_history = True  # a context encoder: the next turn of the dialogue changes too
+    r = extract(data, tmp_path / "c2", settings(ctx))
+    data.records[3].text = "another transcript"
+    ctx.uses_history = True
+    r = extract(data, tmp_path / "c2", settings(ctx))
+    assert r["columns"]["text.chars"]["computed"] == 2  # d0_u3 and d0_u4 (whose history holds d0_u3)
+    r = extract(data, cache, settings(CharEncoder(scale=2.0), BytesEncoder()))
+    assert r["columns"]["text.chars"]["computed"] == 30  # new fingerprint: stale column recomputed
+    assert len(list((cache / "shards" / "text.chars").iterdir())) == 1  # old fingerprint pruned
+    assert table(cache)["train"]["text.chars"][0][3] == 2.0
+
+
+def test_columns_from_earlier_runs_are_kept(tmp_path):
+    data = make_corpus(tmp_path)
+    cache = tmp_path / "c"
+    extract(data, cache, settings(CharEncoder()))
+    extract(data, cache, settings(BytesEncoder()))
+    assert set(load_cache(cache).meta["columns"]) == {"text.chars", "audio.bytes"}
+
+
+def test_sequences_are_stored_unpadded_with_lengths(tmp_path):
+    data = make_corpus(tmp_path)
+    cache = tmp_path / "c"
+    extract(data, cache, settings(CharEncoder(), sequence=("chars",)))
+    tr = load_cache(cache).dataset["train"]
+    for text, seq, n in zip(tr["text"], tr["text.chars.seq"], tr["text.chars.seq_len"]):
+        assert n == len(text.split()) == len(seq) and all(len(step) == 2 for step in seq)
+
+
+def test_float16_storage(tmp_path):
+    data = make_corpus(tmp_path)
+    cache = tmp_path / "c"
+    extract(data, cache, settings(CharEncoder(), dtype="float16"))
+    extract(data, tmp_path / "c32", settings(CharEncoder()))
+    feat = load_cache(cache).dataset["train"].features["text.chars"]
+    assert feat.feature.dtype == "float16" and feat.length == 4  # stored half precision on disk
+    np.testing.assert_allclose(table(cache)["train"]["text.chars"], table(tmp_path / "c32")["train"]["text.chars"],
+                               rtol=1e-3)
