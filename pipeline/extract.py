@@ -59,6 +59,14 @@ def encoder_inputs(records: Sequence[Utterance]) -> list[EncoderInput]:
                          start=r.start, end=r.end, video_side=r.video_side) for r in records]
 
 
+def modality_input(item: EncoderInput, modality: str) -> EncoderInput:
+    """What one modality's encoder gets. ``start``/``end`` are seconds inside the video; a separate
+    audio file (IEMOCAP's sentence wavs) is already cut to the utterance, so its span is dropped."""
+    if modality == "audio" and item.audio_path and item.audio_path != item.video_path:
+        return dataclasses.replace(item, start=None, end=None)
+    return item
+
+
 def _media_stamp(path: str | None) -> Any:
     if not path:
         return None
@@ -72,7 +80,7 @@ def _media_stamp(path: str | None) -> Any:
 def row_key(item: EncoderInput, modality: str, uses_history: bool = False) -> str:
     """Hash of what this modality's encoder reads of one utterance (so a text edit does not
     invalidate the video column, and a re-encoded clip invalidates only its own rows)."""
-    d = dataclasses.asdict(item)
+    d = dataclasses.asdict(modality_input(item, modality))
     if modality == "text":
         keep = {k: d[k] for k in ("utterance_id", "text", "speaker")}
         if uses_history:
@@ -158,7 +166,7 @@ class _LoadDataset:
         if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
             return key, _Failed(f"{item.utterance_id}: no {modality} for this utterance")
         try:
-            return key, self.encoder.load(item)
+            return key, self.encoder.load(modality_input(item, modality))
         except EncoderInputError as e:
             return key, _Failed(str(e))
         except Exception as e:  # a decoder crash on one file is that file's problem, not the run's

@@ -28,7 +28,9 @@ class Utterance:
     ``label`` is the class index into the corpus' primary label set (``None`` for unlabeled input);
     ``score`` is the real-valued sentiment for MOSI/MOSEI; ``extra_labels`` holds second label
     sets (MELD sentiment, IEMOCAP 4-class) as indices. ``start``/``end`` are seconds inside
-    ``video_path``/``audio_path`` (``None`` = whole file). ``video_side`` says which half of a
+    ``video_path`` (``None`` = whole file), and inside ``audio_path`` only when the audio is that
+    video's own track (the same file); a separate audio file (IEMOCAP's sentence wavs) is already
+    cut to the utterance. ``video_side`` says which half of a
     two-speaker frame shows the speaker (IEMOCAP: "left"/"right").
     """
 
@@ -55,7 +57,7 @@ class Utterance:
 
 @dataclass
 class ReportEntry:
-    action: str  # "skip" | "fix" | "cap" | "known-issue"
+    action: str  # "skip" | "fix" | "cap" | "known-issue" | "info"
     file: str
     reason: str
     line: int | None = None

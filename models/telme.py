@@ -1,0 +1,264 @@
+"""TelME: Teacher-leading Multimodal fusion network for Emotion recognition in conversation.
+
+Paper: T. Yun, H. Lim, J. Lee, M. Song, NAACL 2024 (arXiv 2401.12987); authors' code yuntaeyang/TelME.
+Spec: ``shared/methods/telme.md``. This file is the spec's *cached mode* (section 2.6 A): the encoders are
+frozen and their features come from the cache, so every stage trains small heads only.
+
+Stages, in the paper's order (spec 2.5):
+
+1. ``teacher``: h_T = Linear(Dropout(F_T)), z_T = Linear(h_T); CE(z_T, y).
+2. ``student_audio`` then ``student_video``: h_m = P_m(x_m) (projection MLP), z_m = Linear(h_m);
+   CE + alpha * L_response + beta * L_feature against the frozen teacher (eq. (4)).
+3. ``fusion``: Attention-based modality Shifting Fusion (ASF, eq. (5) and spec 2.4) over the frozen
+   h_T, h_a, h_v; CE on its logits. Inference uses these logits.
+
+Choices where the paper is silent or cached mode differs (marked [Ch] in the spec):
+
+* ``teacher_mlp`` adds a GELU after the teacher projection (off by default, faithful).
+* ``asf_attention="batch"`` (faithful): the MHA attends over the utterances of the mini-batch, read as one
+  sequence of length B (the code's behaviour). ``"none"``: each sample is its own length-1 sequence for the
+  same MHA, so the attention reduces to out_proj(v_proj(c)) per sample and no sample sees another (same
+  parameters, so checkpoints are interchangeable).
+* Missing inputs (``batch["<role>_missing"]``, zeros are stored): in a student stage the rows whose input
+  of that student's modality is missing are left out of all its loss terms (CE and both KD terms; zeros
+  carry nothing to learn). In the fusion stage those rows pass through unchanged: the frozen student maps
+  the zero vector to a fixed feature, as the code does for MELD clips over 30 s (zero audio/video).
+* Frozen parts run under ``torch.no_grad()`` and in eval mode inside ``forward`` whatever the caller set,
+  so the teacher targets are deterministic; their previous mode is restored afterwards.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import Method, MethodOutput, Stage, register_method
+from models.blocks import dist_response_loss, mlp, similarity_kl_loss
+
+__all__ = ["ASF", "ASFOutput", "TelME", "dist_response_loss", "similarity_kl_loss", "shift_weight"]
+
+IGNORE_INDEX = -100
+NORM_EPS = 1e-6  # lambda = min(theta ||h_T|| / (||H|| + 1e-6), 1)
+ATTENTION_MODES = ("batch", "none")
+STUDENT_ROLES = ("audio", "video")
+
+
+# ----------------------------------------------------------------------------------------------- blocks
+def shift_weight(h_text: torch.Tensor, shift: torch.Tensor, theta: float) -> torch.Tensor:
+    """lambda = min(theta * ||h_T|| / (||H|| + 1e-6), 1) per sample, ||H|| = 0 replaced by 1 (eq. (5), spec 2.4).
+
+    Guarantees ||lambda H|| <= theta ||h_T||. Not detached: gradients flow through ||H|| when lambda < 1
+    (spec 6.8).
+    """
+    h_norm = h_text.norm(p=2, dim=-1)
+    s_norm = shift.norm(p=2, dim=-1)
+    s_norm = torch.where(s_norm == 0, torch.ones_like(s_norm), s_norm)
+    return torch.clamp(theta * h_norm / (s_norm + NORM_EPS), max=1.0)
+
+
+@dataclass
+class ASFOutput:
+    logits: torch.Tensor  # [B, C]
+    fused: torch.Tensor  # Z, [B, hidden]
+    gate: torch.Tensor  # g_AV, [B, hidden]
+    shift: torch.Tensor  # H, [B, hidden]
+    lam: torch.Tensor  # lambda, [B]
+
+
+class ASF(nn.Module):
+    """Attention-based modality Shifting Fusion (slides eq. (5), spec 2.4).
+
+    c = [h_a; h_v]; c_hat = MHA(c, c, c) + c; F_att = Dropout(LN(c_hat)); g = ReLU(W_1 [F_att; h_T] + b_1);
+    H = g * (W_2 F_att + b_2); Z = Dropout(LN(h_T + lambda H)); logits = W_o Z + b_o.
+    """
+
+    def __init__(self, *, hidden: int, num_classes: int, theta: float, heads: int, dropout: float,
+                 attention: str) -> None:
+        super().__init__()
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"asf_attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        width = 2 * hidden
+        if width % heads:
+            raise ValueError(f"ASF attention width 2*hidden = {width} is not divisible by asf_heads = {heads}")
+        self.theta = theta
+        self.attention = attention
+        self.mha = nn.MultiheadAttention(width, heads, dropout=0.0)  # sequence-first, no attention dropout
+        self.att_norm = nn.LayerNorm(width)
+        self.gate = nn.Linear(width + hidden, hidden)  # W_1
+        self.shift = nn.Linear(width, hidden)  # W_2
+        self.out_norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)  # W_o
+
+    def forward(self, h_text: torch.Tensor, h_audio: torch.Tensor, h_video: torch.Tensor) -> ASFOutput:
+        c = torch.cat([h_audio, h_video], dim=-1)  # [B, 2h]; order audio, video as fusion.py (spec 6.6)
+        # "batch": one sequence of length B (L=B, N=1); "none": B sequences of length 1 (L=1, N=B).
+        seq = c.unsqueeze(1) if self.attention == "batch" else c.unsqueeze(0)
+        att, _ = self.mha(seq, seq, seq, need_weights=False)
+        c_hat = att.squeeze(1) if self.attention == "batch" else att.squeeze(0)
+        f_att = self.dropout(self.att_norm(c_hat + c))
+        g = torch.relu(self.gate(torch.cat([f_att, h_text], dim=-1)))  # gate g_AV, eq. (5)
+        shift = g * self.shift(f_att)  # H, eq. (5)
+        lam = shift_weight(h_text, shift, self.theta)  # lambda, eq. (5)
+        fused = self.dropout(self.out_norm(h_text + lam.unsqueeze(-1) * shift))  # Z, eq. (5) + LN/dropout [C]
+        return ASFOutput(self.classifier(fused), fused, g, shift, lam)
+
+
+class TeacherHead(nn.Module):
+    """Cached-mode teacher (spec 2.6 A): h_T = Linear(Dropout(F_T)) [optionally GELU], z_T = Linear(h_T)."""
+
+    def __init__(self, *, in_dim: int, hidden: int, num_classes: int, dropout: float, use_mlp: bool) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_dim, hidden)  # W_T
+        self.act: nn.Module = nn.GELU() if use_mlp else nn.Identity()
+        self.head = nn.Linear(hidden, num_classes)  # U_T
+
+    def forward(self, f_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.act(self.proj(self.dropout(f_text)))
+        return h, self.head(h)
+
+
+class StudentHead(nn.Module):
+    """Cached-mode student (spec 2.6 A): h_m = Linear -> GELU -> Dropout -> Linear (x_m), z_m = Linear(h_m)."""
+
+    def __init__(self, *, in_dim: int, hidden: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.proj = mlp(in_dim, hidden, hidden, dropout=dropout)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.proj(x)
+        return h, self.head(h)
+
+
+@contextmanager
+def _frozen(*modules: nn.Module) -> Iterator[None]:
+    """Run ``modules`` in eval mode without gradients, then restore their train/eval mode."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Plain CE ignoring -100; a graph-connected zero when no row has a label (instead of NaN)."""
+    if not bool((labels != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
+# ----------------------------------------------------------------------------------------------- method
+@register_method("telme")
+class TelME(Method):
+    """TelME in cached mode. Stages: teacher -> student_audio -> student_video -> fusion.
+
+    Args:
+        input_dims: feature size per role ("text", "audio", "video"), read from the cache.
+        num_classes: number of emotion classes.
+        hidden: width of h_T, h_a, h_v (768 in the paper); the ASF attention width is 2 * hidden.
+        theta: ASF shift bound, ||lambda H|| <= theta ||h_T||.
+        asf_heads: attention heads of the ASF MHA (must divide 2 * hidden).
+        asf_dropout: dropout on F_att and on Z.
+        asf_attention: "batch" (attend over the mini-batch, faithful) or "none" (per sample).
+        teacher_dropout: dropout on the cached text feature F_T before the teacher projection.
+        teacher_mlp: GELU after the teacher projection.
+        student_dropout: dropout inside the student projection MLP.
+        alpha, beta: weights of L_response and L_feature in the student stages.
+        tau: temperature of the response loss.
+        feature_temp: temperature T_f of the feature loss.
+    """
+
+    ROLES = ("text", "audio", "video")
+    GRANULARITY = "utterance"
+    TASKS = ("classification",)
+
+    def __init__(self, *, input_dims: dict[str, int], num_classes: int, hidden: int = 768, theta: float = 0.1,
+                 asf_heads: int = 3, asf_dropout: float = 0.2, asf_attention: str = "batch",
+                 teacher_dropout: float = 0.1, teacher_mlp: bool = False, student_dropout: float = 0.1,
+                 alpha: float = 1.0, beta: float = 1.0, tau: float = 4.0, feature_temp: float = 1.0) -> None:
+        super().__init__()
+        missing = [r for r in self.ROLES if r not in input_dims]
+        if missing:
+            raise ValueError(f"telme: input_dims lacks roles {missing}; got {sorted(input_dims)}")
+        if num_classes < 2:
+            raise ValueError(f"telme: num_classes must be >= 2, got {num_classes}")
+        self.input_dims = {r: int(input_dims[r]) for r in self.ROLES}
+        self.alpha, self.beta, self.tau, self.feature_temp = alpha, beta, tau, feature_temp
+        self.teacher = TeacherHead(in_dim=self.input_dims["text"], hidden=hidden, num_classes=num_classes,
+                                   dropout=teacher_dropout, use_mlp=teacher_mlp)
+        self.students = nn.ModuleDict({
+            r: StudentHead(in_dim=self.input_dims[r], hidden=hidden, num_classes=num_classes, dropout=student_dropout)
+            for r in STUDENT_ROLES})
+        self.asf = ASF(hidden=hidden, num_classes=num_classes, theta=theta, heads=asf_heads,
+                       dropout=asf_dropout, attention=asf_attention)
+
+    def stages(self) -> list[Stage]:
+        return [Stage("teacher", ("teacher",)),
+                Stage("student_audio", ("student_audio",)),
+                Stage("student_video", ("student_video",)),
+                Stage("fusion", ("fusion",))]
+
+    def param_groups_all(self) -> dict[str, nn.Module]:
+        return {"teacher": self.teacher, "student_audio": self.students["audio"],
+                "student_video": self.students["video"], "fusion": self.asf}
+
+    def _input(self, batch: dict[str, torch.Tensor], role: str) -> torch.Tensor:
+        if role not in batch:
+            raise KeyError(f"telme: batch has no {role!r} features; it has {sorted(batch)}")
+        x = batch[role]
+        if x.dim() != 2 or x.shape[-1] != self.input_dims[role]:
+            raise ValueError(f"telme: {role!r} features must be [B, {self.input_dims[role]}], got {tuple(x.shape)}")
+        return x.to(self.teacher.proj.weight.dtype)
+
+    def forward(self, batch: dict[str, torch.Tensor], stage: str) -> MethodOutput:
+        text = self._input(batch, "text")
+        labels = batch.get("label")
+        if stage == "teacher":
+            _, z_t = self.teacher(text)
+            losses = {} if labels is None else {"ce": _cross_entropy(z_t, labels)}
+            return MethodOutput(logits=z_t, losses=losses)
+        if stage in ("student_audio", "student_video"):
+            return self._student_step(batch, stage.removeprefix("student_"), text, labels)
+        if stage == "fusion":
+            return self._fusion_step(batch, text, labels)
+        raise KeyError(f"telme: unknown stage {stage!r}; known: {[s.name for s in self.stages()]}")
+
+    def _student_step(self, batch: dict[str, torch.Tensor], role: str, text: torch.Tensor,
+                      labels: torch.Tensor | None) -> MethodOutput:
+        with _frozen(self.teacher):
+            h_t, z_t = self.teacher(text)
+        h_s, z_s = self.students[role](self._input(batch, role))
+        keep = torch.ones(z_s.shape[0], dtype=torch.bool, device=z_s.device)
+        if batch.get(f"{role}_missing") is not None:
+            keep &= ~batch[f"{role}_missing"].to(device=z_s.device, dtype=torch.bool)
+        if labels is not None:
+            keep &= labels != IGNORE_INDEX
+        losses: dict[str, torch.Tensor] = {}
+        if labels is not None:
+            losses["ce"] = _cross_entropy(z_s, torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX)))
+        if bool(keep.any()):
+            losses["response"] = self.alpha * dist_response_loss(z_s[keep], z_t[keep], self.tau)  # eq. (4)
+            losses["feature"] = self.beta * similarity_kl_loss(h_s[keep], h_t[keep], self.feature_temp)
+        else:
+            losses["response"] = losses["feature"] = z_s.sum() * 0.0
+        return MethodOutput(logits=z_s, losses=losses)
+
+    def _fusion_step(self, batch: dict[str, torch.Tensor], text: torch.Tensor,
+                     labels: torch.Tensor | None) -> MethodOutput:
+        with _frozen(self.teacher, self.students):
+            h_t, _ = self.teacher(text)
+            h_a, _ = self.students["audio"](self._input(batch, "audio"))
+            h_v, _ = self.students["video"](self._input(batch, "video"))
+        out = self.asf(h_t, h_a, h_v)
+        losses = {} if labels is None else {"ce": _cross_entropy(out.logits, labels)}
+        return MethodOutput(logits=out.logits, losses=losses, extras={"gate": out.gate, "lambda": out.lam})
