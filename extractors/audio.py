@@ -1,0 +1,225 @@
+"""Audio encoders: ``data2vec`` (Data2VecAudioModel) and ``opensmile`` (hand-crafted functionals).
+
+Both decode the utterance's span of ``audio_path`` (or of ``video_path`` when there is no separate
+audio file) to 16 kHz mono with :func:`pipeline.media.load_audio`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from extractors.base import Encoder, EncoderInput, EncoderInputError, EncoderOutput, register_encoder
+from extractors.profiles import TorchEncoder, dtype_name, has_local_file, torch_dtype, weights_identity
+
+AUDIO_POOLINGS = ("mean", "first")
+OPENSMILE_SETS = ("ComParE_2016", "emobase", "eGeMAPSv02")
+
+
+def _load_wave(item: EncoderInput, sample_rate: int, max_seconds: float | None) -> np.ndarray:
+    """The utterance's waveform, or :class:`EncoderInputError` naming the file."""
+    from pipeline.media import MediaError, load_audio
+
+    path = item.audio_path or item.video_path
+    if not path:
+        raise EncoderInputError(f"{item.utterance_id}: no audio_path or video_path")
+    try:
+        return load_audio(path, start=item.start, end=item.end, sample_rate=sample_rate, max_seconds=max_seconds)
+    except MediaError as e:
+        raise EncoderInputError(str(e)) from e
+
+
+def _min_samples(conv_kernel: list[int], conv_stride: list[int]) -> int:
+    """Shortest input for which the conv feature encoder still yields one frame."""
+    n = 1
+    for k, s in reversed(list(zip(conv_kernel, conv_stride))):
+        n = (n - 1) * s + k
+    return n
+
+
+@register_encoder("data2vec")
+class Data2VecEncoder(TorchEncoder, Encoder):
+    """data2vec-audio (``Data2VecAudioModel``) over the utterance waveform.
+
+    Input: ``sample_rate`` mono audio, of which the LAST ``max_seconds`` are kept (TelME keeps the
+    last 400k samples = 25 s); clips shorter than the conv stack's receptive field are zero-padded.
+    Normalisation: the checkpoint's ``AutoFeatureExtractor`` when it has one, else zero-mean
+    unit-variance per utterance (the same thing for data2vec's extractor). Output: the mean of the
+    last layer over valid frames (``pooling="mean"``) or its first frame (``"first"``, TelME);
+    with ``sequence=True`` also the frame states (50 frames/s for the real model).
+    """
+
+    name = "data2vec"
+    modality = "audio"
+
+    def __init__(self, *, weights: str, device: str = "cpu", dtype: str | None = None, sequence: bool = False,
+                 sample_rate: int = 16000, max_seconds: float | None = None, pooling: str = "mean",
+                 random_weights: bool = False) -> None:
+        import torch
+        from transformers import AutoFeatureExtractor, Data2VecAudioModel
+
+        if pooling not in AUDIO_POOLINGS:
+            raise ValueError(f"pooling must be one of {AUDIO_POOLINGS}, got {pooling!r}")
+        self.weights = weights
+        self.sequence = bool(sequence)
+        self.sample_rate = int(sample_rate)
+        self.max_seconds = None if max_seconds is None else float(max_seconds)
+        self.pooling = pooling
+        self.random_weights = bool(random_weights)
+        self.dtype = torch_dtype(dtype)
+        self.device = torch.device(device)
+        try:
+            self.model = Data2VecAudioModel.from_pretrained(weights, dtype=self.dtype).eval()
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot load data2vec weights {weights!r}: {e}") from e
+        self.feature_extractor = None
+        if has_local_file(weights, "preprocessor_config.json"):
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(weights)
+            fe_rate = getattr(self.feature_extractor, "sampling_rate", self.sample_rate)
+            if fe_rate != self.sample_rate:
+                raise ValueError(f"{weights!r} expects {fe_rate} Hz audio, but sample_rate={self.sample_rate}")
+        cfg = self.model.config
+        self.min_samples = _min_samples(list(cfg.conv_kernel), list(cfg.conv_stride))
+        self.dim = int(cfg.hidden_size)
+        self._identity = weights_identity(weights)
+        self._frame_mask: Any = None
+        self._mask_positional_convs()
+        self.model.to(self.device)
+
+    def _mask_positional_convs(self) -> None:
+        """Zero padded frames after each positional conv layer.
+
+        data2vec-audio stacks several convolutions as its relative positional embedding; HF zeroes
+        padded frames only before the first, so in a padded batch the later layers read non-zero
+        padding and the last valid frames differ from an unpadded run. Zeroing after every layer
+        reproduces exactly the zero padding a single utterance sees, so batched == one-by-one."""
+        layers = getattr(getattr(getattr(self.model, "encoder", None), "pos_conv_embed", None), "layers", None)
+        for layer in layers or []:
+            layer.register_forward_hook(self._zero_padding)
+
+    def _zero_padding(self, module: Any, inputs: Any, output: Any) -> Any:
+        if self._frame_mask is None:
+            return output
+        return output * self._frame_mask[:, None, : output.shape[-1]].to(output.dtype)  # [B, D, T]
+
+    def settings(self) -> dict[str, Any]:
+        return {**self._identity, "sample_rate": self.sample_rate, "max_seconds": self.max_seconds,
+                "pooling": self.pooling, "normalise": "feature_extractor" if self.feature_extractor else "utterance",
+                "dtype": dtype_name(self.dtype), "sequence": self.sequence}
+
+    def load(self, item: EncoderInput) -> np.ndarray:
+        wave = _load_wave(item, self.sample_rate, self.max_seconds)
+        if len(wave) < self.min_samples:
+            wave = np.pad(wave, (0, self.min_samples - len(wave)))
+        return wave
+
+    def _inputs(self, samples: list[np.ndarray]) -> tuple[Any, Any]:
+        """Normalised, right-padded input values [B, N] and their attention mask."""
+        import torch
+
+        if self.feature_extractor is not None:
+            feats = self.feature_extractor(samples, sampling_rate=self.sample_rate, padding=True,
+                                           return_attention_mask=True, return_tensors="pt")
+            return feats["input_values"], feats["attention_mask"]
+        width = max(len(x) for x in samples)
+        values = torch.zeros((len(samples), width), dtype=torch.float32)
+        mask = torch.zeros((len(samples), width), dtype=torch.long)
+        for i, x in enumerate(samples):
+            x = x.astype(np.float64)
+            x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+            values[i, :len(x)] = torch.from_numpy(x.astype(np.float32))
+            mask[i, :len(x)] = 1
+        return values, mask
+
+    def encode(self, samples: list[np.ndarray]) -> EncoderOutput:
+        import torch
+
+        with torch.inference_mode():
+            values, mask = self._inputs(samples)
+            lengths = self.model._get_feat_extract_output_lengths(mask.sum(-1)).to(torch.long).tolist()
+            frames = int(self.model._get_feat_extract_output_lengths(torch.tensor(values.shape[1])))
+            frame_mask = torch.zeros((len(samples), frames), device=self.device)
+            for i, n in enumerate(lengths):
+                frame_mask[i, :n] = 1
+            self._frame_mask = frame_mask
+            try:
+                out = self.model(input_values=values.to(self.device, self.dtype),
+                                 attention_mask=mask.to(self.device))
+            finally:
+                self._frame_mask = None
+            hidden = out.last_hidden_state.float()
+            if self.pooling == "first":
+                vec = hidden[:, 0]
+            else:  # mean over valid frames
+                vec = (hidden * frame_mask.unsqueeze(-1)).sum(1) / frame_mask.sum(1, keepdim=True).clamp(min=1)
+            seq = [hidden[i, :n].cpu().numpy() for i, n in enumerate(lengths)] if self.sequence else None
+            return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
+
+
+@register_encoder("opensmile")
+class OpenSmileEncoder(Encoder):
+    """openSMILE functionals of the utterance (``feature_set``: "ComParE_2016" = 6373, "emobase" = 988,
+    "eGeMAPSv02" = 88 values), computed with ``opensmile.Smile.process_signal`` on the decoded
+    ``sample_rate`` waveform. With ``sequence=True`` also the low-level descriptors (10 ms frames).
+
+    openSMILE has no model on a device: it runs on the CPU inside ``load`` (so in the DataLoader
+    workers, in parallel); ``encode`` only stacks the results. ``device``/``dtype`` are accepted
+    for a uniform constructor and ignored."""
+
+    name = "opensmile"
+    modality = "audio"
+
+    def __init__(self, *, feature_set: str = "eGeMAPSv02", sample_rate: int = 16000, max_seconds: float | None = None,
+                 sequence: bool = False, device: str = "cpu", dtype: str | None = None) -> None:
+        import opensmile
+
+        if feature_set not in OPENSMILE_SETS:
+            raise ValueError(f"feature_set must be one of {OPENSMILE_SETS}, got {feature_set!r}")
+        self.feature_set = feature_set
+        self.sample_rate = int(sample_rate)
+        self.max_seconds = None if max_seconds is None else float(max_seconds)
+        self.sequence = bool(sequence)
+        self.opensmile_version = str(opensmile.__version__)
+        self._smiles: dict[str, Any] | None = None
+        self.dim = len(self._smile("Functionals").feature_names)
+        self.seq_dim = len(self._smile("LowLevelDescriptors").feature_names)
+
+    def _smile(self, level: str) -> Any:
+        """A ``Smile`` per feature level, created lazily in each process (workers re-create theirs)."""
+        import opensmile
+
+        if self._smiles is None:
+            self._smiles = {}
+        if level not in self._smiles:
+            self._smiles[level] = opensmile.Smile(feature_set=opensmile.FeatureSet[self.feature_set],
+                                                  feature_level=opensmile.FeatureLevel[level])
+        return self._smiles[level]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_smiles"] = None  # native handles stay in their process
+        return state
+
+    def settings(self) -> dict[str, Any]:
+        return {"feature_set": self.feature_set, "opensmile": self.opensmile_version,
+                "sample_rate": self.sample_rate, "max_seconds": self.max_seconds, "sequence": self.sequence}
+
+    def load(self, item: EncoderInput) -> dict[str, np.ndarray]:
+        wave = _load_wave(item, self.sample_rate, self.max_seconds)
+        try:
+            vec = self._smile("Functionals").process_signal(wave, self.sample_rate).to_numpy(np.float32).reshape(-1)
+            out = {"vec": vec}
+            if self.sequence:
+                lld = self._smile("LowLevelDescriptors").process_signal(wave, self.sample_rate)
+                out["seq"] = lld.to_numpy(np.float32).reshape(-1, self.seq_dim)
+        except Exception as e:  # noqa: BLE001 - openSMILE errors are plain RuntimeErrors without the file
+            raise EncoderInputError(f"{item.audio_path or item.video_path}: openSMILE failed: {e}") from e
+        if vec.shape != (self.dim,):
+            raise EncoderInputError(f"{item.audio_path or item.video_path}: openSMILE gave {vec.shape[0]} values, "
+                                    f"expected {self.dim}")
+        return out
+
+    def encode(self, samples: list[dict[str, np.ndarray]]) -> EncoderOutput:
+        vec = np.nan_to_num(np.stack([s["vec"] for s in samples]).astype(np.float32))
+        seq = [np.nan_to_num(s["seq"]) for s in samples] if self.sequence else None
+        return EncoderOutput(vec=vec, seq=seq)

@@ -1,0 +1,245 @@
+"""Text encoders: ``roberta`` (one utterance) and ``roberta-context`` (TelME's teacher input).
+
+Both load any Hugging Face encoder with ``AutoTokenizer`` + ``AutoModel`` (RoBERTa for the paper
+profile, MiniLM/BERT offline) and are frozen feature extractors.
+
+``roberta-context`` builds TelME's prompt: the dialogue so far with speaker markers, the
+tokenizer's separator, then ``Now <speaker> feels`` and the mask token; the feature is the last
+layer's state at the mask. The context is cut from the left (oldest turns first) so the prompt
+always survives; batches are left-padded so the mask is the last position of every row.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import numpy as np
+
+from extractors.base import Encoder, EncoderInput, EncoderOutput, register_encoder
+from extractors.profiles import TorchEncoder, dtype_name, torch_dtype, weights_identity
+
+POOLINGS = ("cls", "mean")
+SPEAKER_FORMATS = ("name", "token")
+PROMPT = "Now {speaker} feels"
+MAX_SPEAKER_TOKENS = 9
+
+
+def _load_text_model(weights: str, dtype: Any) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(weights)
+        model = AutoModel.from_pretrained(weights, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise OSError(f"cannot load text encoder weights {weights!r}: {e}") from e
+    return tokenizer, model.eval()
+
+
+def _position_offset(model: Any) -> int:
+    """First position id of a real token: RoBERTa-style embeddings count from ``padding_idx + 1``,
+    BERT-style from 0."""
+    emb = getattr(model, "embeddings", None)
+    if emb is not None and hasattr(emb, "create_position_ids_from_input_ids"):
+        return int(emb.padding_idx) + 1
+    return 0
+
+
+def _max_tokens(model: Any) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 512)) - _position_offset(model)
+
+
+def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(x) for x in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, x in enumerate(batch):
+        if left:
+            ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+            mask[i, width - len(x):] = 1
+        else:
+            ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[i, :len(x)] = 1
+    return ids, mask
+
+
+class _TextEncoder(TorchEncoder, Encoder):
+    """Shared loading / forward of the text encoders."""
+
+    modality = "text"
+
+    def __init__(self, *, weights: str, device: str, dtype: str | None, sequence: bool, max_length: int,
+                 random_weights: bool) -> None:
+        import torch
+
+        self.weights = weights
+        self.sequence = bool(sequence)
+        self.random_weights = bool(random_weights)
+        self.dtype = torch_dtype(dtype)
+        self.device = torch.device(device)
+        self.tokenizer, self.model = _load_text_model(weights, self.dtype)
+        if max_length < 2 or max_length > _max_tokens(self.model):
+            raise ValueError(f"max_length must be in [2, {_max_tokens(self.model)}] for {weights!r}, got {max_length}")
+        self.max_length = int(max_length)
+        self.dim = int(self.model.config.hidden_size)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self._identity = weights_identity(weights)
+        self.model.to(self.device)
+
+    def _forward(self, samples: list[list[int]], left: bool) -> tuple[Any, Any]:
+        """Last hidden states [B, L, D] (float32) and the attention mask [B, L]."""
+        ids, mask = _pad(samples, self.pad_id, left=left)
+        kwargs: dict[str, Any] = {}
+        if left:  # explicit positions: real tokens count from the model's first position whatever the padding
+            pos = (mask.cumsum(-1) - 1).clamp(min=0) + _position_offset(self.model)
+            kwargs["position_ids"] = pos.to(self.device)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        return out.last_hidden_state.float(), mask.to(self.device)
+
+    def _base_settings(self) -> dict[str, Any]:
+        return {**self._identity, "max_length": self.max_length, "dtype": dtype_name(self.dtype),
+                "sequence": self.sequence}
+
+
+@register_encoder("roberta")
+class RobertaEncoder(_TextEncoder):
+    """Utterance text -> the last layer's first-token ([CLS]/<s>) state (``pooling="cls"``) or the
+    mean over its tokens (``pooling="mean"``). With ``sequence=True`` also the token states."""
+
+    name = "roberta"
+
+    def __init__(self, *, weights: str, device: str = "cpu", dtype: str | None = None, sequence: bool = False,
+                 pooling: str = "cls", max_length: int = 128, random_weights: bool = False) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        super().__init__(weights=weights, device=device, dtype=dtype, sequence=sequence, max_length=max_length,
+                         random_weights=random_weights)
+
+    def settings(self) -> dict[str, Any]:
+        return {**self._base_settings(), "pooling": self.pooling}
+
+    def load(self, item: EncoderInput) -> list[int]:
+        return list(self.tokenizer(item.text or "", truncation=True, max_length=self.max_length)["input_ids"])
+
+    def encode(self, samples: list[list[int]]) -> EncoderOutput:
+        import torch
+
+        with torch.inference_mode():
+            hidden, mask = self._forward(samples, left=False)
+            if self.pooling == "cls":
+                vec = hidden[:, 0]
+            else:
+                m = mask.unsqueeze(-1).float()
+                vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            seq = [hidden[i, :len(s)].cpu().numpy() for i, s in enumerate(samples)] if self.sequence else None
+            return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
+
+
+def speaker_markers(history: Sequence[Sequence[str]], speaker: str) -> dict[str, int]:
+    """Speaker -> 1-based number by order of first appearance in the dialogue (history, then the
+    current speaker)."""
+    order: dict[str, int] = {}
+    for spk, _ in history:
+        order.setdefault(str(spk), len(order) + 1)
+    order.setdefault(str(speaker), len(order) + 1)
+    return order
+
+
+def speaker_tokens() -> list[str]:
+    return [f"<s{i}>" for i in range(1, MAX_SPEAKER_TOKENS + 1)]
+
+
+def _marker(number: int, speaker_format: str, in_turn: bool) -> str:
+    if speaker_format == "token":  # TelME's <s1>..<s9>; later speakers share <s9>
+        return f"<s{min(number, MAX_SPEAKER_TOKENS)}>"
+    return f"Speaker {number}:" if in_turn else f"Speaker {number}"
+
+
+def build_context_ids(tokenizer: Any, history: Sequence[Sequence[str]], speaker: str, text: str,
+                      max_length: int, speaker_format: str = "name") -> list[int]:
+    """TelME's teacher input as token ids: ``<m1> turn1 <m2> turn2 ... <mk> text <sep> Now <mk> feels``
+    tokenized WITHOUT special tokens, cut to its LAST ``max_length - 1`` tokens (the oldest turns go
+    first; the prompt survives), then the mask id appended (so ``len <= max_length`` and the last id
+    is ``tokenizer.mask_token_id``). ``history`` is ``(speaker, text)`` of the earlier turns, oldest
+    first. Markers: ``Speaker 1:`` ... by first appearance ("name") or ``<s1>``... ("token"; the
+    tokenizer must hold them, see :class:`RobertaContextEncoder`)."""
+    if speaker_format not in SPEAKER_FORMATS:
+        raise ValueError(f"speaker_format must be one of {SPEAKER_FORMATS}, got {speaker_format!r}")
+    if tokenizer.mask_token is None or tokenizer.sep_token is None:
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no mask or sep token; "
+                         f"roberta-context needs both")
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    if speaker_format == "token":
+        unk = tokenizer.unk_token_id
+        missing = [t for t in speaker_tokens() if tokenizer.convert_tokens_to_ids(t) in (None, unk)]
+        if missing:
+            raise ValueError(f"tokenizer lacks speaker tokens {missing}: add them first (add_speaker_tokens)")
+    numbers = speaker_markers(history, speaker)
+    turns = [f"{_marker(numbers[str(s)], speaker_format, True)} {t}" for s, t in [*history, (speaker, text)]]
+    prompt = PROMPT.format(speaker=_marker(numbers[str(speaker)], speaker_format, False))
+    string = " ".join(turns) + f" {tokenizer.sep_token} {prompt}"
+    ids = list(tokenizer(string, add_special_tokens=False, verbose=False)["input_ids"])  # long is fine: cut below
+    return ids[-(max_length - 1):] + [int(tokenizer.mask_token_id)]
+
+
+def add_speaker_tokens(tokenizer: Any, model: Any) -> None:
+    """Add ``<s1>``..``<s9>`` to the tokenizer and give each a new embedding row equal to the mean of
+    the existing rows (deterministic, unlike ``resize_token_embeddings``' random init)."""
+    import torch
+
+    emb = model.get_input_embeddings()
+    old = emb.weight.shape[0]
+    tokenizer.add_tokens(speaker_tokens(), special_tokens=True)
+    ids = tokenizer.convert_tokens_to_ids(speaker_tokens())
+    if max(ids) >= old:
+        model.resize_token_embeddings(max(max(ids) + 1, old), mean_resizing=False)
+        emb = model.get_input_embeddings()
+    with torch.no_grad():
+        emb.weight[ids] = emb.weight[:old].mean(0, keepdim=True).to(emb.weight.dtype)
+
+
+@register_encoder("roberta-context")
+class RobertaContextEncoder(_TextEncoder):
+    """TelME teacher input (see :func:`build_context_ids`) -> the last layer's state at the mask
+    position. ``speaker_format="name"`` (default) writes ``Speaker 1:``...: a frozen encoder never
+    learned TelME's ``<s1>``..``<s9>``; ``"token"`` adds those tokens (mean-initialised rows). With
+    ``sequence=True`` also the token states of the whole input (mask included)."""
+
+    name = "roberta-context"
+    uses_history = True
+
+    def __init__(self, *, weights: str, device: str = "cpu", dtype: str | None = None, sequence: bool = False,
+                 max_length: int = 512, speaker_format: str = "name", random_weights: bool = False) -> None:
+        if speaker_format not in SPEAKER_FORMATS:
+            raise ValueError(f"speaker_format must be one of {SPEAKER_FORMATS}, got {speaker_format!r}")
+        self.speaker_format = speaker_format
+        super().__init__(weights=weights, device=device, dtype=dtype, sequence=sequence, max_length=max_length,
+                         random_weights=random_weights)
+        if self.tokenizer.mask_token is None or self.tokenizer.sep_token is None:
+            raise ValueError(f"{weights!r}: its tokenizer has no mask or sep token; roberta-context needs both")
+        if "position_ids" not in inspect.signature(self.model.forward).parameters:
+            raise ValueError(f"{weights!r}: its model takes no position_ids, so left-padded batches would shift "
+                             f"positions; roberta-context needs a BERT/RoBERTa-style encoder")
+        if speaker_format == "token":
+            add_speaker_tokens(self.tokenizer, self.model)
+            self.model.to(self.device)
+
+    def settings(self) -> dict[str, Any]:
+        return {**self._base_settings(), "speaker_format": self.speaker_format, "prompt": PROMPT}
+
+    def load(self, item: EncoderInput) -> list[int]:
+        return build_context_ids(self.tokenizer, [(str(s), str(t)) for s, t in item.history], item.speaker,
+                                 item.text or "", self.max_length, self.speaker_format)
+
+    def encode(self, samples: list[list[int]]) -> EncoderOutput:
+        import torch
+
+        with torch.inference_mode():
+            hidden, _ = self._forward(samples, left=True)
+            vec = hidden[:, -1]  # the mask is the last position of every left-padded row
+            seq = ([hidden[i, hidden.shape[1] - len(s):].cpu().numpy() for i, s in enumerate(samples)]
+                   if self.sequence else None)
+            return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)

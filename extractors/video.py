@@ -1,0 +1,203 @@
+"""Video encoders: ``timesformer`` (TimesformerModel, one clip embedding) and ``densenet`` (timm
+DenseNet, per-frame embeddings averaged).
+
+Both sample ``num_frames`` frames uniformly over the utterance's span of ``video_path`` with
+:func:`pipeline.media.load_frames` (the speaker's half for two-speaker video), resized to a SQUARE
+input, and normalise with the ImageNet mean/std unless the checkpoint's preprocessor says otherwise.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extractors.base import Encoder, EncoderInput, EncoderInputError, EncoderOutput, register_encoder
+from extractors.profiles import (TorchEncoder, dtype_name, file_identity, has_local_file, torch_dtype,
+                                 weights_identity)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _load_clip(item: EncoderInput, num_frames: int, size: int) -> np.ndarray:
+    """uint8 [T, size, size, 3] frames of the utterance, or :class:`EncoderInputError` naming the file."""
+    from pipeline.media import MediaError, load_frames
+
+    if not item.video_path:
+        raise EncoderInputError(f"{item.utterance_id}: no video_path")
+    try:
+        return load_frames(item.video_path, start=item.start, end=item.end, num_frames=num_frames,
+                           side=item.video_side, size=size)
+    except MediaError as e:
+        raise EncoderInputError(str(e)) from e
+
+
+def _normalise(frames: list[np.ndarray], mean: tuple[float, ...], std: tuple[float, ...], device: Any,
+               dtype: Any) -> Any:
+    """uint8 [B][T, H, W, 3] -> float [B, T, 3, H, W], scaled to [0, 1] then (x - mean) / std."""
+    import torch
+
+    x = torch.from_numpy(np.stack(frames)).to(device).permute(0, 1, 4, 2, 3).float() / 255.0
+    m = torch.tensor(mean, device=device).view(1, 1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 1, 3, 1, 1)
+    return ((x - m) / s).to(dtype)
+
+
+@register_encoder("timesformer")
+class TimesformerEncoder(TorchEncoder, Encoder):
+    """TimeSformer (``TimesformerModel``): ``num_frames`` frames resized to the config's
+    ``image_size`` (square), normalised, -> the last layer's CLS state. With ``sequence=True`` also
+    one vector per frame (the mean of that frame's patch tokens), ``[num_frames, dim]``. The mean/std
+    come from the checkpoint's ``preprocessor_config.json`` when it has one, else ImageNet's."""
+
+    name = "timesformer"
+    modality = "video"
+
+    def __init__(self, *, weights: str, device: str = "cpu", dtype: str | None = None, sequence: bool = False,
+                 num_frames: int = 8, random_weights: bool = False) -> None:
+        import torch
+        from transformers import TimesformerModel
+
+        if num_frames <= 0:
+            raise ValueError(f"num_frames must be > 0, got {num_frames}")
+        self.weights = weights
+        self.sequence = bool(sequence)
+        self.num_frames = int(num_frames)
+        self.random_weights = bool(random_weights)
+        self.dtype = torch_dtype(dtype)
+        self.device = torch.device(device)
+        try:
+            self.model = TimesformerModel.from_pretrained(weights, dtype=self.dtype).eval()
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot load TimeSformer weights {weights!r}: {e}") from e
+        self.image_size = int(self.model.config.image_size)
+        self.patch_size = int(self.model.config.patch_size)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        proc = has_local_file(weights, "preprocessor_config.json")
+        if proc:
+            cfg = json.loads(Path(proc).read_text())
+            self.mean = tuple(float(v) for v in cfg.get("image_mean", IMAGENET_MEAN))
+            self.std = tuple(float(v) for v in cfg.get("image_std", IMAGENET_STD))
+        self.dim = int(self.model.config.hidden_size)
+        self._identity = weights_identity(weights)
+        self.model.to(self.device)
+
+    def settings(self) -> dict[str, Any]:
+        return {**self._identity, "num_frames": self.num_frames, "image_size": self.image_size,
+                "mean": list(self.mean), "std": list(self.std), "dtype": dtype_name(self.dtype),
+                "sequence": self.sequence}
+
+    def load(self, item: EncoderInput) -> np.ndarray:
+        return _load_clip(item, self.num_frames, self.image_size)
+
+    def encode(self, samples: list[np.ndarray]) -> EncoderOutput:
+        import torch
+
+        with torch.inference_mode():
+            x = _normalise(samples, self.mean, self.std, self.device, self.dtype)
+            hidden = self.model(pixel_values=x).last_hidden_state.float()  # [B, 1 + P*T, D]
+            vec = hidden[:, 0]
+            seq = None
+            if self.sequence:
+                b, t = hidden.shape[0], x.shape[1]
+                # Tokens after CLS are ordered (patch, frame): index p * T + t.
+                per_frame = hidden[:, 1:].reshape(b, -1, t, hidden.shape[-1]).mean(1)
+                seq = [per_frame[i].cpu().numpy() for i in range(b)]
+            return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
+
+
+def _read_state_dict(path: str) -> dict[str, Any]:
+    import torch
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: DenseNet weights file not found")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    state = torch.load(str(p), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+@register_encoder("densenet")
+class DenseNetEncoder(TorchEncoder, Encoder):
+    """timm DenseNet (``weights`` = timm model name, default ``densenet121``), built with
+    ``pretrained=False, num_classes=0`` (plus ``model_kwargs``: architecture overrides for timm's
+    constructor, e.g. the tiny offline model's ``growth_rate``/``block_config``) and loaded from
+    ``weights_file`` (.safetensors or a torch state_dict; classifier keys are dropped). Without ``weights_file`` the weights are random
+    (seeded with ``seed``) and ``random_weights`` is forced to True.
+
+    ``num_frames`` frames, resized to ``image_size`` (square), ImageNet-normalised -> the global-pooled
+    embedding of each frame, averaged over frames. With ``sequence=True`` also the per-frame
+    embeddings ``[num_frames, dim]``. ``face_crop=True`` (crop to the detected face first) is not
+    implemented yet and raises ``NotImplementedError``."""
+
+    name = "densenet"
+    modality = "video"
+
+    def __init__(self, *, weights: str = "densenet121", weights_file: str | None = None, device: str = "cpu",
+                 dtype: str | None = None, sequence: bool = False, num_frames: int = 8, image_size: int = 224,
+                 face_crop: bool = False, seed: int = 0, model_kwargs: dict[str, Any] | None = None,
+                 random_weights: bool = False) -> None:
+        import timm
+        import torch
+
+        if face_crop:
+            raise NotImplementedError("densenet: face_crop=True is not implemented yet (no face detector is "
+                                      "bundled); use face_crop=False (whole frame / speaker half)")
+        if num_frames <= 0 or image_size <= 0:
+            raise ValueError(f"num_frames and image_size must be > 0, got {num_frames}, {image_size}")
+        self.model_name = weights
+        self.model_kwargs = dict(model_kwargs or {})
+        self.weights_file = weights_file
+        self.sequence = bool(sequence)
+        self.num_frames = int(num_frames)
+        self.image_size = int(image_size)
+        self.face_crop = False
+        self.seed = int(seed)
+        self.dtype = torch_dtype(dtype)
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            try:
+                self.model = timm.create_model(weights, pretrained=False, num_classes=0, **self.model_kwargs)
+            except (RuntimeError, TypeError) as e:
+                raise ValueError(f"densenet: cannot build timm {weights!r} with {self.model_kwargs}: {e}") from e
+        if weights_file:
+            state = {k: v for k, v in _read_state_dict(weights_file).items() if not k.startswith("classifier.")}
+            try:
+                self.model.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise ValueError(f"{weights_file}: does not fit timm {weights!r}: {e}") from e
+            self._file_id: str | None = file_identity(weights_file)
+        else:
+            self._file_id = None
+        self.random_weights = bool(random_weights) or not weights_file
+        self.model.eval().to(device=self.device, dtype=self.dtype)
+        self.dim = int(self.model.num_features)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def settings(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "weights_file": self._file_id,
+                "seed": None if self._file_id else self.seed, "num_frames": self.num_frames,
+                "image_size": self.image_size, "face_crop": self.face_crop, "mean": list(self.mean),
+                "std": list(self.std), "dtype": dtype_name(self.dtype), "sequence": self.sequence}
+
+    def load(self, item: EncoderInput) -> np.ndarray:
+        return _load_clip(item, self.num_frames, self.image_size)
+
+    def encode(self, samples: list[np.ndarray]) -> EncoderOutput:
+        import torch
+
+        with torch.inference_mode():
+            x = _normalise(samples, self.mean, self.std, self.device, self.dtype)  # [B, T, 3, H, W]
+            b, t = x.shape[:2]
+            per_frame = self.model(x.flatten(0, 1)).float().reshape(b, t, -1)
+            vec = per_frame.mean(1)
+            seq = [per_frame[i].cpu().numpy() for i in range(b)] if self.sequence else None
+            return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
