@@ -19,7 +19,7 @@ so that the real readers (``pipeline/corpora/{meld,iemocap,mosi}.py``) parse it 
 
 The cues. Every label has a cue in each modality, strong enough to survive frozen encoders:
 
-* text: one class-specific phrase inside neutral filler sentences (``CLASS_CUES[...].phrases``);
+* text: two class-specific phrases around a neutral filler clause (``MELD_CUES[...].phrases``);
 * audio: a voiced tone (4 harmonics, vibrato) whose f0 (120-400 Hz) and loudness depend on the class;
 * video: a saturated hue per class filling a moving blob and (darker) the background.
 
@@ -42,6 +42,7 @@ import colorsys
 import csv
 import io
 import math
+import shutil
 import sys
 import time
 import wave
@@ -74,7 +75,7 @@ CUE_SATURATION = 0.85
 class ClassCue:
     """The cue of one label in every modality."""
 
-    phrases: tuple[str, ...]  # text: one of these appears in the utterance
+    phrases: tuple[str, ...]  # text: two of these appear in the utterance
     f0: float  # audio: fundamental frequency, Hz
     energy: float  # audio: peak amplitude of the tone (0..1)
     hue: float  # video: hue in degrees (0..360)
@@ -137,7 +138,8 @@ def _spread(order: Sequence[str], lo: float, hi: float, geometric: bool = False)
     return out
 
 
-def cue_table(*, hue_order: Sequence[str], f0_order: Sequence[str], energy_order: Sequence[str]) -> dict[str, ClassCue]:
+def cue_table(*, hue_order: Sequence[str], f0_order: Sequence[str],
+              energy_order: Sequence[str]) -> dict[str, ClassCue]:
     """One ``ClassCue`` per class: hues evenly around the wheel, f0 geometric over
     ``CLASS_F0_RANGE_HZ``, energy evenly over ``ENERGY_RANGE``, each in its own class order."""
     if not (set(hue_order) == set(f0_order) == set(energy_order)):
@@ -177,13 +179,13 @@ IEMOCAP_VAD = {"neu": (3.0, 2.5, 3.0), "fru": (2.0, 3.0, 3.0), "ang": (1.5, 4.0,
 
 
 def mosi_cue(score: float) -> ClassCue:
-    """MOSI cue of a score in [-3, 3]: f0, energy, hue (red -> green -> blue) and brightness grow
-    with the score; the phrase comes from the score's 7-class bin."""
+    """MOSI cue of a score in [-3, 3]: f0, energy, hue (20 -> 240 degrees: orange -> green -> blue)
+    and brightness grow with the score; the phrases come from the score's 7-class bin."""
     frac = (min(max(score, -3.0), 3.0) + 3.0) / 6.0
     lo, hi = CLASS_F0_RANGE_HZ
     return ClassCue(phrases=MOSI_PHRASES[int(np.clip(np.rint(score), -3, 3))], f0=lo * (hi / lo) ** frac,
                     energy=ENERGY_RANGE[0] + (ENERGY_RANGE[1] - ENERGY_RANGE[0]) * frac,
-                    hue=240.0 * frac, value=0.5 + 0.4 * frac)
+                    hue=20.0 + 220.0 * frac, value=0.5 + 0.4 * frac)
 
 
 # Neutral material that carries no label: sentence prefixes and bodies (they contain apostrophes).
@@ -333,25 +335,31 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
+def _two(rng: np.random.Generator, phrases: Sequence[str]) -> tuple[str, str]:
+    i, j = rng.choice(len(phrases), size=2, replace=False)
+    return phrases[int(i)], phrases[int(j)]
+
+
 def dialogue_text(phrases: Sequence[str] | None, punct: str, rng: np.random.Generator) -> str:
-    """A conversational sentence pair: filler plus the class phrase (``phrases=None``: filler only)."""
+    """A conversational line: neutral filler plus two different phrases of the class
+    (``phrases=None``: filler only). Two phrases keep the cue strong under a frozen sentence encoder."""
     prefix, body = _pick(rng, DIALOGUE_PREFIXES), _pick(rng, DIALOGUE_FILLERS)
     if phrases is None:
         second = _pick(rng, [f for f in DIALOGUE_FILLERS if f != body])
         return f"{prefix}, {body}. {_cap(second)}."
-    phrase = _pick(rng, phrases)
+    first, other = _two(rng, phrases)
     if rng.random() < 0.5:
-        return f"{prefix}, {body}. {_cap(phrase)}{punct}"
-    return f"{_cap(phrase)}{punct} {_cap(body)}."
+        return f"{prefix}, {body}. {_cap(first)}{punct} {_cap(other)}{punct}"
+    return f"{_cap(first)}{punct} {_cap(body)}, {other}{punct}"
 
 
 def review_text(phrases: Sequence[str] | None, rng: np.random.Generator) -> str:
-    """A lower-case spoken review sentence (MOSI style): filler plus the polarity phrase."""
+    """A lower-case spoken review line (MOSI style): filler plus two polarity phrases of the bin."""
     body = _pick(rng, MOSI_FILLERS)
     if phrases is None:
         return f"{body} and {_pick(rng, [f for f in MOSI_FILLERS if f != body])}"
-    phrase = _pick(rng, phrases)
-    return f"{body} and {phrase}" if rng.random() < 0.5 else f"{phrase} {body}"
+    first, other = _two(rng, phrases)
+    return f"{body} and {first} {other}" if rng.random() < 0.5 else f"{first} {body} and {other}"
 
 
 def make_render(cue: ClassCue, mode: str, key: str, opts: DemoOptions, rng: np.random.Generator) -> Render:
@@ -517,6 +525,7 @@ class LayoutWriter:
     name: str = ""
     default_dialogues: dict[str, int] = {}
     default_turns: tuple[int, int] = (3, 6)
+    owned: tuple[str, ...] = ()  # what it writes under root (cleared before rewriting an earlier demo)
 
     def write(self, root: Path, opts: DemoOptions) -> DemoSummary:  # pragma: no cover - interface
         raise NotImplementedError
@@ -558,6 +567,7 @@ class MeldDemo(LayoutWriter):
     name = "meld"
     default_dialogues = {"train": 28, "dev": 8, "test": 10}
     default_turns = (3, 6)
+    owned = (*MELD_CLIP_DIRS.values(), "train_sent_emo.csv", "dev_sent_emo.csv", "test_sent_emo.csv")
 
     def write(self, root: Path, opts: DemoOptions) -> DemoSummary:
         rng = np.random.default_rng(opts.seed)
@@ -621,6 +631,7 @@ class IemocapDemo(LayoutWriter):
     name = "iemocap"
     default_dialogues = {"Session1": 2, "Session2": 1, "Session3": 1, "Session4": 1, "Session5": 2}
     default_turns = (7, 10)
+    owned = tuple(f"Session{i}" for i in range(1, 6))
 
     def write(self, root: Path, opts: DemoOptions) -> DemoSummary:
         rng = np.random.default_rng(opts.seed)
@@ -653,7 +664,8 @@ class IemocapDemo(LayoutWriter):
         left_letter = dialog[5]  # "F" of "Ses01F_..."
         first = "F" if rng.random() < 0.5 else "M"
         counters = {"F": 0, "M": 0}
-        turns: list[tuple[str, str, float, float, str, str, Render]] = []  # name, code, start, end, text, mode, render
+        # name, code, start, end, text, mode, render
+        turns: list[tuple[str, str, float, float, str, str, Render]] = []
         clock = float(rng.uniform(1.5, 3.0))
         for i, (code, mode) in enumerate(zip(codes, cue_modes)):
             letter = first if i % 2 == 0 else ("M" if first == "F" else "F")
@@ -722,6 +734,7 @@ class MosiDemo(LayoutWriter):
     name = "mosi"
     default_dialogues = {"train": 7, "valid": 2, "test": 3}
     default_turns = (4, 8)
+    owned = ("Raw", "label.csv")
 
     def write(self, root: Path, opts: DemoOptions) -> DemoSummary:
         rng = np.random.default_rng(opts.seed)
@@ -763,8 +776,9 @@ class MosiDemo(LayoutWriter):
 # =========================================================================== entry points
 
 
-def write_demo(root: str | Path, layout: str = "meld", *, seed: int = 0, n_dialogues: dict[str, int] | None = None,
-               turns: tuple[int, int] | None = None, cue_mix: dict[str, float] | None = None,
+def write_demo(root: str | Path, layout: str = "meld", *, seed: int = 0,
+               n_dialogues: dict[str, int] | None = None, turns: tuple[int, int] | None = None,
+               cue_mix: dict[str, float] | None = None,
                frame_size: int = 96, fps: int = 10, sample_rate: int = 16000, noise: float = 1.0) -> DemoSummary:
     """``generate_demo``, returning the ``DemoSummary`` of what was written."""
     writer = LAYOUTS.get(layout)
@@ -782,6 +796,13 @@ def write_demo(root: str | Path, layout: str = "meld", *, seed: int = 0, n_dialo
                        sample_rate=sample_rate, noise=noise)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    if (root / CUES_FILE).is_file():  # an earlier demo: clear what this layout writes, so no stale clip stays
+        for rel in writer.owned:
+            target = root / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     started = time.perf_counter()
     summary = writer().write(root, opts)
     _write_csv(root / CUES_FILE, CUES_COLUMNS, [[r.split, r.key, r.label, r.cue] for r in summary.cues])
@@ -789,8 +810,9 @@ def write_demo(root: str | Path, layout: str = "meld", *, seed: int = 0, n_dialo
     return summary
 
 
-def generate_demo(root: str | Path, layout: str = "meld", *, seed: int = 0, n_dialogues: dict[str, int] | None = None,
-                  turns: tuple[int, int] | None = None, cue_mix: dict[str, float] | None = None,
+def generate_demo(root: str | Path, layout: str = "meld", *, seed: int = 0,
+                  n_dialogues: dict[str, int] | None = None, turns: tuple[int, int] | None = None,
+                  cue_mix: dict[str, float] | None = None,
                   frame_size: int = 96, fps: int = 10, sample_rate: int = 16000, noise: float = 1.0) -> Path:
     """Write a demo corpus in ``layout``'s real release layout under ``root`` and return ``root``.
 
@@ -805,7 +827,8 @@ def generate_demo(root: str | Path, layout: str = "meld", *, seed: int = 0, n_di
         frame_size: height and width of one speaker's frame (IEMOCAP frames are twice as wide).
         fps: video frame rate. sample_rate: audio rate of every file (AAC, PCM).
         noise: scales every jitter and noise level (0 = clean cues).
-    Files of an earlier run in ``root`` are overwritten, never deleted.
+    When ``root`` holds an earlier demo (it has ``demo_cues.csv``), the files and folders this
+    layout writes are removed first; nothing else in ``root`` is touched.
     """
     return write_demo(root, layout, seed=seed, n_dialogues=n_dialogues, turns=turns, cue_mix=cue_mix,
                       frame_size=frame_size, fps=fps, sample_rate=sample_rate, noise=noise).root
