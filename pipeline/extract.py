@@ -301,6 +301,16 @@ class ExtractSettings:
     progress: bool = True
 
 
+def process_state():
+    """Accelerate's process state. ``ACCELERATE_USE_CPU=1`` (set by ``accelerate launch --cpu`` or by
+    hand for several CPU processes: ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
+    --num_processes 2 ...``) keeps every rank on the CPU with the gloo backend."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def column_name(encoder: Encoder) -> str:
     return f"{encoder.modality}.{encoder.name}"
 
@@ -321,9 +331,7 @@ def records_fingerprint(records: Sequence[Utterance]) -> str:
 
 def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) -> dict[str, Any]:
     """Fill the cache at ``cache_dir`` for ``data`` with the encoders in ``settings``; returns the report."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     cache_dir = Path(cache_dir)
     t0 = time.perf_counter()
     records = data.records
@@ -509,9 +517,7 @@ def cli(argv: list[str] | None = None) -> int:
                                num_workers=a.num_workers, shard_size=a.shard_size, sequence=tuple(a.sequence),
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
     report = extract(data, Path(a.cache_root) / a.corpus, settings)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(data.report.summary())
         print_report(report)
         print(f"wrote {Path(a.cache_root) / a.corpus}")

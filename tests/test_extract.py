@@ -170,3 +170,29 @@ def test_float16_storage(tmp_path):
     assert feat.feature.dtype == "float16" and feat.length == 4  # stored half precision on disk
     np.testing.assert_allclose(table(cache)["train"]["text.chars"], table(tmp_path / "c32")["train"]["text.chars"],
                                rtol=1e-3)
+
+
+def test_two_processes_give_the_same_dataset_as_one(tmp_path):
+    """`accelerate launch --num_processes 2` splits the missing rows across ranks, then merges."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.corpora.demo import generate_demo
+
+    root = generate_demo(tmp_path / "meld", layout="meld", n_dialogues={"train": 3, "dev": 1, "test": 1})
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="1")
+    base = ["-m", "pipeline", "features", "--corpus", "demo-meld", "--root", str(root),
+            "--encoders", "roberta", "opensmile", "--no-progress", "--num-workers", "0"]
+    for n, cache in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        cmd = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"] if n == 2
+               else [sys.executable]) + base + ["--cache-root", str(cache)]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+    shard_files = {f.name.split("-")[1] for f in (tmp_path / "two" / "demo-meld" / "shards").rglob("shard-*.arrow")}
+    assert shard_files == {"r0", "r1"}  # both ranks did work
+    a, b = table(tmp_path / "one" / "demo-meld"), table(tmp_path / "two" / "demo-meld")
+    for s in a:
+        assert list(a[s]["utterance_id"]) == list(b[s]["utterance_id"])
+        for col in ("text.roberta", "audio.opensmile"):
+            np.testing.assert_allclose(a[s][col], b[s][col], rtol=1e-4, atol=1e-5)
