@@ -1,0 +1,310 @@
+"""Cached split -> batches of tensors for a method's feature roles.
+
+One ``SplitDataset`` subclass per method granularity, chosen by name from ``GRANULARITIES``:
+
+* ``utterance`` -- one item per labelled utterance: ``<role>`` [B, D], ``label`` [B] long
+  (regression: ``score`` [B] float + ``label_mask`` [B] bool).
+* ``dialogue`` -- one item per dialogue (rows grouped by ``dialogue_id``, ordered by ``position``),
+  padded to the longest dialogue of the batch: ``<role>`` [B, L, D], ``mask`` [B, L] bool,
+  ``speaker`` [B, L] long (index of the speaker by first appearance in its dialogue), ``label``
+  [B, L] with -100 on padding and unlabelled turns (regression: ``score`` + ``label_mask``).
+* ``sequence`` -- one item per labelled utterance with the ``<col>.seq`` frame sequences, padded per
+  batch to the longest (each truncated to its first ``max_len`` frames): ``<role>`` [B, T, D],
+  ``<role>_mask`` [B, T] bool, ``<role>_len`` [B] long.
+
+Rows with a ``<col>.missing`` flag get zero features and ``<role>_missing`` [B] (dialogue: [B, L]).
+Unlabelled rows (label -1, score nan) are dropped at utterance and sequence granularity and kept
+as context with label -100 in dialogues.
+
+``prepare_data(config, cache)`` checks the config against the method (roles, task, label set) and builds
+the three split datasets.
+
+Features are read once per split with ``Dataset.with_format("numpy")`` column slices and kept as
+tensors; a batch is a fancy-index into them (the dataset's items are just indices). That holds the
+whole split in RAM, which is fine for MELD / IEMOCAP / MOSI / MOSEI (a few hundred MB at most). For a
+corpus that does not fit, replace ``_read_columns`` by a per-batch ``split.select(indices)`` read
+(``with_format("numpy")`` on the Arrow memory map) inside ``collate``: the batch layout stays the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.registry import Registry
+
+IGNORE_INDEX = -100
+SPLITS = ("train", "dev", "test")
+GRANULARITIES: Registry[type["SplitDataset"]] = Registry("granularity")
+
+
+def label_column(label_set: str) -> str:
+    """Cache column of a label set: ``primary`` -> ``label``, ``<set>`` -> ``label.<set>``."""
+    return "label" if label_set == "primary" else f"label.{label_set}"
+
+
+class SplitDataset(Dataset):
+    """Base: reads the columns of one split; items are indices, ``collate`` builds the batch.
+
+    ``features`` maps role -> cache column; ``task`` is "classification" or "regression";
+    ``label_column`` is the class-index column (ignored for regression); ``source`` names the cache
+    and split in error messages.
+    """
+
+    def __init__(self, *, split: Any, features: dict[str, str], task: str, label_column: str = "label",
+                 max_len: int | None = None, source: str = "cache") -> None:
+        if not features:
+            raise ValueError(f"{source}: no feature roles given (config `features:` is empty)")
+        self.features = dict(features)
+        self.task = task
+        self.max_len = max_len
+        self.source = source
+        self.regression = task == "regression"
+        self._columns = set(split.column_names)
+        target = "score" if self.regression else label_column
+        self._require(target, what="label column")
+        cols = self._read_columns(split, [target, "dialogue_id", "position", "speaker"])
+        n = len(split)
+        if self.regression:
+            self.score = torch.from_numpy(np.nan_to_num(cols["score"].astype(np.float32), nan=0.0))
+            self.labelled = torch.from_numpy(~np.isnan(cols["score"].astype(np.float64)))
+        else:
+            labels = cols[label_column].astype(np.int64)
+            self.labelled = torch.from_numpy(labels >= 0)
+            self.label = torch.from_numpy(np.where(labels >= 0, labels, IGNORE_INDEX))
+        self.dialogue_id = [str(d) for d in cols["dialogue_id"]]
+        self.position = cols["position"].astype(np.int64)
+        self.speaker_name = [str(s) for s in cols["speaker"]]
+        self.missing = {role: self._missing(split, col, n) for role, col in self.features.items()}
+        self._load_features(split)
+
+    # -- reading -------------------------------------------------------------------------------
+    def _require(self, column: str, what: str = "feature column") -> None:
+        if column not in self._columns:
+            have = ", ".join(sorted(c for c in self._columns if "." in c or c.startswith("label"))) or "(none)"
+            raise KeyError(f"{self.source}: no {what} {column!r}; it has: {have}")
+
+    def _read_columns(self, split: Any, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        for c in columns:
+            self._require(c)
+        return split.with_format("numpy", columns=list(columns))[:]
+
+    def _missing(self, split: Any, column: str, n: int) -> torch.Tensor:
+        flag = f"{column}.missing"
+        if flag not in self._columns:
+            return torch.zeros(n, dtype=torch.bool)
+        return torch.from_numpy(self._read_columns(split, [flag])[flag].astype(bool))
+
+    def _load_features(self, split: Any) -> None:
+        """Read every role's vectors into ``self.vectors`` [N, D] (zeros where missing)."""
+        self.vectors: dict[str, torch.Tensor] = {}
+        for role, col in self.features.items():
+            arr = np.asarray(self._read_columns(split, [col])[col], dtype=np.float32)
+            if arr.ndim != 2:
+                raise ValueError(f"{self.source}: column {col!r} is not a fixed-size vector column "
+                                 f"(got shape {arr.shape})")
+            vec = torch.from_numpy(np.ascontiguousarray(arr))
+            vec[self.missing[role]] = 0.0
+            self.vectors[role] = vec
+
+    def input_dims(self) -> dict[str, int]:
+        """Feature size per role (what a method's ``input_dims`` receives)."""
+        return {role: int(vec.shape[1]) for role, vec in self.vectors.items()}
+
+    # -- torch Dataset ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    @property
+    def items(self) -> Sequence[Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _targets(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.regression:
+            return {"score": self.score[rows], "label_mask": self.labelled[rows]}
+        return {"label": self.label[rows]}
+
+
+@GRANULARITIES.register("utterance")
+class UtteranceDataset(SplitDataset):
+    """One item per labelled utterance."""
+
+    def _load_features(self, split: Any) -> None:
+        super()._load_features(split)
+        self.rows = torch.nonzero(self.labelled, as_tuple=False).flatten()
+
+    @property
+    def items(self) -> torch.Tensor:
+        return self.rows
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = self.rows[torch.as_tensor(indices, dtype=torch.long)]
+        batch = {role: vec[rows] for role, vec in self.vectors.items()}
+        batch.update({f"{role}_missing": m[rows] for role, m in self.missing.items()})
+        batch.update(self._targets(rows))
+        return batch
+
+
+@GRANULARITIES.register("dialogue")
+class DialogueDataset(SplitDataset):
+    """One item per dialogue, utterances in position order."""
+
+    def _load_features(self, split: Any) -> None:
+        super()._load_features(split)
+        groups: dict[str, list[int]] = {}
+        for row, dialogue in enumerate(self.dialogue_id):
+            groups.setdefault(dialogue, []).append(row)
+        self.dialogues: list[torch.Tensor] = []
+        speaker = np.zeros(len(self.dialogue_id), dtype=np.int64)
+        for rows in groups.values():
+            rows.sort(key=lambda r: self.position[r])
+            seen: dict[str, int] = {}
+            for r in rows:
+                speaker[r] = seen.setdefault(self.speaker_name[r], len(seen))
+            self.dialogues.append(torch.tensor(rows, dtype=torch.long))
+        self.speaker = torch.from_numpy(speaker)
+
+    @property
+    def items(self) -> list[torch.Tensor]:
+        return self.dialogues
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        dialogues = [self.dialogues[i] for i in indices]
+        length = max(len(d) for d in dialogues)
+        rows = torch.zeros(len(dialogues), length, dtype=torch.long)
+        mask = torch.zeros(len(dialogues), length, dtype=torch.bool)
+        for b, d in enumerate(dialogues):
+            rows[b, : len(d)] = d
+            mask[b, : len(d)] = True
+        batch = {role: vec[rows] * mask.unsqueeze(-1) for role, vec in self.vectors.items()}
+        batch.update({f"{role}_missing": m[rows] & mask for role, m in self.missing.items()})
+        batch["mask"] = mask
+        batch["speaker"] = torch.where(mask, self.speaker[rows], 0)
+        targets = self._targets(rows)
+        if self.regression:
+            targets["score"] = targets["score"] * mask
+            targets["label_mask"] = targets["label_mask"] & mask
+        else:
+            targets["label"] = torch.where(mask, targets["label"], IGNORE_INDEX)
+        batch.update(targets)
+        return batch
+
+
+@GRANULARITIES.register("sequence")
+class SequenceDataset(SplitDataset):
+    """One item per labelled utterance with per-frame ``<col>.seq`` features."""
+
+    def _load_features(self, split: Any) -> None:
+        self.sequences: dict[str, list[torch.Tensor]] = {}
+        self.seq_dim: dict[str, int] = {}
+        cap = self.max_len if self.max_len and self.max_len > 0 else None
+        for role, col in self.features.items():
+            seq_col = f"{col}.seq"
+            raw = self._read_columns(split, [seq_col])[seq_col]
+            seqs = [torch.from_numpy(np.ascontiguousarray(np.asarray(s, dtype=np.float32).reshape(len(s), -1)[:cap]))
+                    for s in raw]
+            dims = {s.shape[1] for s in seqs if s.shape[0] > 0}
+            if len(dims) > 1:
+                raise ValueError(f"{self.source}: column {seq_col!r} mixes frame sizes {sorted(dims)}")
+            dim = dims.pop() if dims else 0
+            for i, missing in enumerate(self.missing[role].tolist()):
+                if missing or seqs[i].shape[0] == 0:
+                    seqs[i] = torch.zeros(0, dim)
+            self.sequences[role] = seqs
+            self.seq_dim[role] = dim
+        self.rows = torch.nonzero(self.labelled, as_tuple=False).flatten()
+
+    def input_dims(self) -> dict[str, int]:
+        return dict(self.seq_dim)
+
+    @property
+    def items(self) -> torch.Tensor:
+        return self.rows
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = self.rows[torch.as_tensor(indices, dtype=torch.long)]
+        batch: dict[str, torch.Tensor] = {}
+        for role, seqs in self.sequences.items():
+            picked = [seqs[r] for r in rows.tolist()]
+            lengths = torch.tensor([s.shape[0] for s in picked], dtype=torch.long)
+            steps = max(int(lengths.max()), 1)
+            out = torch.zeros(len(picked), steps, self.seq_dim[role])
+            for b, s in enumerate(picked):
+                out[b, : s.shape[0]] = s
+            batch[role] = out
+            batch[f"{role}_mask"] = torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)
+            batch[f"{role}_len"] = lengths
+            batch[f"{role}_missing"] = self.missing[role][rows]
+        batch.update(self._targets(rows))
+        return batch
+
+
+def build_split_dataset(split: Any, *, granularity: str, features: dict[str, str], task: str,
+                        label_column: str = "label", max_len: int | None = None,
+                        source: str = "cache") -> SplitDataset:
+    """The dataset of one cached split for a method's granularity."""
+    cls = GRANULARITIES.get(granularity)
+    return cls(split=split, features=features, task=task, label_column=label_column, max_len=max_len,
+               source=source)
+
+
+@dataclass
+class RunData:
+    """The cache seen through a method: one dataset per split, input dims and labels."""
+
+    splits: dict[str, SplitDataset]
+    input_dims: dict[str, int]
+    num_classes: int
+    label_names: list[str]
+    task: str
+
+
+def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPLITS) -> RunData:
+    """Build the split datasets the config's method needs (checks roles, task and label set)."""
+    import models  # noqa: F401  (registers the methods)
+    from models.base import METHODS
+    from pipeline.config import ConfigError
+
+    cls = METHODS.get(config["method"])
+    task = cache.task
+    if task not in cls.TASKS:
+        raise ValueError(f"method {config['method']!r} does not do {task} (cache {cache.path}); it does {cls.TASKS}")
+    features = dict(config["features"])
+    unknown = sorted(set(features) - set(cls.ROLES))
+    if unknown or not features:
+        raise ConfigError(f"config `features:` roles {unknown or '(none)'} are not roles of method "
+                          f"{config['method']!r}: {cls.ROLES}")
+    label_set = config["label_set"]
+    if task == "classification":
+        sets = cache.meta.get("label_sets", {})
+        if label_set not in sets:
+            raise ConfigError(f"label_set {label_set!r} is not in cache {cache.path}; it has: {sorted(sets)}")
+        label_names = list(sets[label_set])
+    else:
+        label_names = []
+    data = {}
+    for split in splits:
+        if split not in cache.dataset:
+            raise KeyError(f"cache {cache.path} has no split {split!r}; it has: {list(cache.dataset)}")
+        data[split] = build_split_dataset(cache.dataset[split], granularity=cls.GRANULARITY, features=features,
+                                          task=task, label_column=label_column(label_set),
+                                          max_len=int(config["train"]["max_len"]), source=f"{cache.path} [{split}]")
+    first = next(iter(data.values()))
+    return RunData(splits=data, input_dims=first.input_dims(), num_classes=max(1, len(label_names)),
+                   label_names=label_names, task=task)
+
+
+def make_loader(dataset: SplitDataset, *, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """A ``DataLoader`` over a split dataset (reseed ``generator`` for a reproducible shuffle)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate,
+                      generator=generator, num_workers=0)
