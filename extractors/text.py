@@ -204,7 +204,8 @@ def add_speaker_tokens(tokenizer: Any, model: Any) -> None:
 @register_encoder("roberta-context")
 class RobertaContextEncoder(_TextEncoder):
     """TelME teacher input (see :func:`build_context_ids`) -> the last layer's state at the mask
-    position. ``speaker_format="name"`` (default) writes ``Speaker 1:``...: a frozen encoder never
+    position. ``max_turns`` keeps only the latest turns of the history (default None: all that fit
+    in ``max_length``, as TelME). ``speaker_format="name"`` (default) writes ``Speaker 1:``...: a frozen encoder never
     learned TelME's ``<s1>``..``<s9>``; ``"token"`` adds those tokens (mean-initialised rows). With
     ``sequence=True`` also the token states of the whole input (mask included)."""
 
@@ -212,10 +213,14 @@ class RobertaContextEncoder(_TextEncoder):
     uses_history = True
 
     def __init__(self, *, weights: str, device: str = "cpu", dtype: str | None = None, sequence: bool = False,
-                 max_length: int = 512, speaker_format: str = "name", random_weights: bool = False) -> None:
+                 max_length: int = 512, speaker_format: str = "name", max_turns: int | None = None,
+                 random_weights: bool = False) -> None:
         if speaker_format not in SPEAKER_FORMATS:
             raise ValueError(f"speaker_format must be one of {SPEAKER_FORMATS}, got {speaker_format!r}")
+        if max_turns is not None and max_turns < 0:
+            raise ValueError(f"max_turns must be >= 0 or None (all turns that fit), got {max_turns}")
         self.speaker_format = speaker_format
+        self.max_turns = max_turns
         super().__init__(weights=weights, device=device, dtype=dtype, sequence=sequence, max_length=max_length,
                          random_weights=random_weights)
         if self.tokenizer.mask_token is None or self.tokenizer.sep_token is None:
@@ -228,10 +233,14 @@ class RobertaContextEncoder(_TextEncoder):
             self.model.to(self.device)
 
     def settings(self) -> dict[str, Any]:
-        return {**self._base_settings(), "speaker_format": self.speaker_format, "prompt": PROMPT}
+        return {**self._base_settings(), "speaker_format": self.speaker_format, "prompt": PROMPT,
+                "max_turns": self.max_turns}
 
     def load(self, item: EncoderInput) -> list[int]:
-        return build_context_ids(self.tokenizer, [(str(s), str(t)) for s, t in item.history], item.speaker,
+        history = list(item.history)
+        if self.max_turns is not None:  # a window of the latest turns (None: TelME's, all that fit)
+            history = history[len(history) - self.max_turns:] if self.max_turns else []
+        return build_context_ids(self.tokenizer, [(str(s), str(t)) for s, t in history], item.speaker,
                                  item.text or "", self.max_length, self.speaker_format)
 
     def encode(self, samples: list[list[int]]) -> EncoderOutput:

@@ -40,6 +40,7 @@ class Stage:
     name: str
     groups: tuple[str, ...]
     eval_head: str = "logits"  # which output the trainer scores for model selection in this stage
+    modality: str | None = None  # the one role this stage's head reads (a unimodal head); None = fused
 
 
 @dataclass

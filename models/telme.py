@@ -203,9 +203,9 @@ class TelME(Method):
                        dropout=asf_dropout, attention=asf_attention)
 
     def stages(self) -> list[Stage]:
-        return [Stage("teacher", ("teacher",)),
-                Stage("student_audio", ("student_audio",)),
-                Stage("student_video", ("student_video",)),
+        return [Stage("teacher", ("teacher",), modality="text"),
+                Stage("student_audio", ("student_audio",), modality="audio"),
+                Stage("student_video", ("student_video",), modality="video"),
                 Stage("fusion", ("fusion",))]
 
     def param_groups_all(self) -> dict[str, nn.Module]:

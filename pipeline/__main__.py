@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("pipeline.extract", "extract features into the cache"),
     "train": ("pipeline.train", "train a method on a cache"),
     "evaluate": ("pipeline.evaluate", "re-score a saved run"),
+    "analyse": ("pipeline.analysis", "per-head accuracy by where the demo planted each cue"),
 }
 
 

@@ -445,3 +445,21 @@ def test_profiles_resolve(tiny: dict[str, str]) -> None:
     table = describe("offline")
     rows = {line.split()[0]: line for line in table.splitlines()[3:]}
     assert "yes" in rows["data2vec"] and " no " in rows["opensmile"] and "MiniLM" in rows["roberta"]
+
+
+def test_context_window_keeps_latest_turns(tmp_path_factory):
+    """``max_turns`` keeps only the latest turns; 0 keeps none; it is part of the fingerprint."""
+    from extractors.base import EncoderInput
+    from extractors.profiles import minilm_dir
+    from extractors.text import RobertaContextEncoder
+
+    hist = [("A", "first turn"), ("B", "second turn"), ("A", "third turn")]
+    item = EncoderInput(utterance_id="u", text="now me", speaker="B", history=hist)
+    full = RobertaContextEncoder(weights=str(minilm_dir()))
+    one = RobertaContextEncoder(weights=str(minilm_dir()), max_turns=1)
+    none = RobertaContextEncoder(weights=str(minilm_dir()), max_turns=0)
+    dec = lambda enc: enc.tokenizer.decode(enc.load(item))  # noqa: E731
+    assert "first turn" in dec(full) and "second turn" in dec(full)
+    assert "third turn" in dec(one) and "second turn" not in dec(one)
+    assert "turn" not in dec(none).replace("now me", "") and dec(none).endswith(none.tokenizer.mask_token)
+    assert len({full.fingerprint(), one.fingerprint(), none.fingerprint()}) == 3

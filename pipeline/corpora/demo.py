@@ -1,11 +1,12 @@
-"""Demo corpora: small synthetic MELD / IEMOCAP / MOSI releases with a learnable cue per modality.
+"""Demo corpora: small synthetic MELD / IEMOCAP / MOSI / MUStARD / UR-FUNNY releases with a learnable
+cue per modality.
 
-``python -m pipeline demo-data --out data/demo`` (the target of ``make demo-data``) writes all three
-layouts into ``data/demo/{meld,iemocap,mosi}``; ``--layout meld --out DIR`` writes one layout into
-``DIR`` itself. From Python: ``generate_demo(root, "meld", seed=0)``.
+``python -m pipeline demo-data --out data/demo`` (the target of ``make demo-data``) writes every
+layout into ``data/demo/{meld,iemocap,mosi,mustard,urfunny}``; ``--layout meld --out DIR`` writes
+one layout into ``DIR`` itself. From Python: ``generate_demo(root, "meld", seed=0)``.
 
 Each layout copies the file layout of the real release (file names, CSV columns, text formats),
-so that the real readers (``pipeline/corpora/{meld,iemocap,mosi}.py``) parse it unchanged:
+so that the real readers (``pipeline/corpora/{meld,iemocap,mosi,mustard,urfunny}.py``) parse it unchanged:
 
 * ``meld``: ``{train,dev,test}_sent_emo.csv`` + ``train_splits/``, ``dev_splits_complete/``,
   ``output_repeated_splits_test/`` with ``dia{D}_utt{U}.mp4`` (H.264 video + AAC mono 16 kHz).
@@ -16,6 +17,15 @@ so that the real readers (``pipeline/corpora/{meld,iemocap,mosi}.py``) parse it 
   ``SessionN/dialog/avi/DivX/<dialog>.avi`` (MPEG-4 Part 2 video + PCM audio): the actor whose
   gender letter equals the session letter is on the left half.
 * ``mosi``: MMSA's ``label.csv`` + ``Raw/<video_id>/<clip_id>.mp4``.
+* ``mustard``: ``sarcasm_data.json`` (entries in shuffled show order, as in the real file) +
+  ``videos/utterances_final/<id>.mp4`` (the target, with the cue) and
+  ``videos/context_final/<id>_c.mp4`` (all context turns in one cue-less clip). Sized per show
+  (``BBT``, ``FRIENDS``, ``GOLDENGIRLS``, ``SARCASMOHOLICS``; FRIENDS is the speaker-independent
+  test show); ``turns`` counts the target plus its context turns. Labels ``sarcastic`` /
+  ``not_sarcastic``, balanced inside each show up to sampling.
+* ``urfunny``: UR-FUNNY v2's ``data_folds.pkl``, ``language_sdk.pkl``, ``humor_label_sdk.pkl``
+  (written with ``pickle.dump`` of plain dicts, protocol 2, integer ids) +
+  ``urfunny2_videos/<id>.mp4`` (the punchline, with the cue). Context sentences carry no cue.
 
 The cues. Every label has a cue in each modality, strong enough to survive frozen encoders:
 
@@ -28,7 +38,9 @@ the modalities outside the mode carry a signal drawn from one class-independent 
 (text: filler only; audio: a tone in ``UNINFORMATIVE_F0_HZ``, above every class pitch; video: a
 grey blob). ``demo_cues.csv`` (columns ``split,key,label,cue``) lists the mode of every labelled
 utterance; ``key`` is ``dia{D}_utt{U}`` (MELD, with ``split``), the turn name (IEMOCAP, ``split``
-= session) or ``<video_id>_<clip_id>`` (MOSI, ``split`` = mode). For MOSI the cues follow the score:
+= session), ``<video_id>_<clip_id>`` (MOSI, ``split`` = mode), the id (MUStARD, ``split`` = show;
+UR-FUNNY, ``split`` = fold; only the scored target / punchline is listed, context turns carry no
+cue). For MOSI the cues follow the score:
 f0, loudness, hue and brightness grow continuously with it and the phrase follows its 7-class bin.
 
 Everything is drawn from ``numpy.random.default_rng(seed)`` (plan) and per-utterance generators
@@ -41,7 +53,9 @@ import argparse
 import colorsys
 import csv
 import io
+import json
 import math
+import pickle
 import shutil
 import sys
 import time
@@ -50,7 +64,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -139,16 +153,17 @@ def _spread(order: Sequence[str], lo: float, hi: float, geometric: bool = False)
 
 
 def cue_table(*, hue_order: Sequence[str], f0_order: Sequence[str],
-              energy_order: Sequence[str]) -> dict[str, ClassCue]:
+              energy_order: Sequence[str], phrases: Mapping[str, tuple[str, ...]] = PHRASES) -> dict[str, ClassCue]:
     """One ``ClassCue`` per class: hues evenly around the wheel, f0 geometric over
-    ``CLASS_F0_RANGE_HZ``, energy evenly over ``ENERGY_RANGE``, each in its own class order."""
+    ``CLASS_F0_RANGE_HZ``, energy evenly over ``ENERGY_RANGE``, each in its own class order;
+    the text cues come from ``phrases`` (default ``PHRASES``)."""
     if not (set(hue_order) == set(f0_order) == set(energy_order)):
         raise ValueError("hue_order, f0_order and energy_order must name the same classes")
     k = len(hue_order)
     hues = {name: 360.0 * i / k for i, name in enumerate(hue_order)}
     f0s = _spread(f0_order, *CLASS_F0_RANGE_HZ, geometric=True)
     energies = _spread(energy_order, *ENERGY_RANGE)
-    return {name: ClassCue(phrases=PHRASES[name], f0=f0s[name], energy=energies[name], hue=hues[name],
+    return {name: ClassCue(phrases=phrases[name], f0=f0s[name], energy=energies[name], hue=hues[name],
                            punct=PUNCT.get(name, "."))
             for name in hue_order}
 
@@ -565,7 +580,7 @@ class MeldDemo(LayoutWriter):
     """MELD.Raw: three ``*_sent_emo.csv`` files and one mp4 per utterance."""
 
     name = "meld"
-    default_dialogues = {"train": 28, "dev": 8, "test": 10}
+    default_dialogues = {"train": 60, "dev": 16, "test": 24}
     default_turns = (3, 6)
     owned = (*MELD_CLIP_DIRS.values(), "train_sent_emo.csv", "dev_sent_emo.csv", "test_sent_emo.csv")
 
@@ -773,6 +788,161 @@ class MosiDemo(LayoutWriter):
         return summary
 
 
+# --------------------------------------------------------------------------- MUStARD and UR-FUNNY
+
+SARCASM_PHRASES: dict[str, tuple[str, ...]] = {
+    "sarcastic": ("oh great, just what I needed", "wow, what a brilliant idea", "yeah, because that always works",
+                  "oh sure, I totally believe you", "thanks a lot, that was so helpful",
+                  "well, is that not just perfect"),
+    "not_sarcastic": ("I think that is a good plan", "thank you, I really mean it", "that sounds nice to me",
+                      "okay, I will help you with that", "I agree with you on this", "let us do it that way"),
+}
+SARCASM_PRIOR = {"not_sarcastic": 0.5, "sarcastic": 0.5}
+SARCASM_CUES = cue_table(hue_order=("sarcastic", "not_sarcastic"), f0_order=("not_sarcastic", "sarcastic"),
+                         energy_order=("not_sarcastic", "sarcastic"), phrases=SARCASM_PHRASES)
+MUSTARD_CASTS: dict[str, tuple[str, ...]] = {
+    "BBT": ("SHELDON", "LEONARD", "PENNY", "HOWARD", "RAJ", "AMY", "BERNADETTE"),
+    "FRIENDS": ("CHANDLER", "JOEY", "MONICA", "PHOEBE", "RACHEL", "ROSS"),
+    "GOLDENGIRLS": ("DOROTHY", "ROSE", "BLANCHE", "SOPHIA"),
+    "SARCASMOHOLICS": ("HOST", "DAVE", "NANCY", "PETER"),
+}
+MUSTARD_SHOW_PREFIX = {"FRIENDS": "1", "BBT": "2", "GOLDENGIRLS": "3", "SARCASMOHOLICS": "4"}
+
+HUMOR_PHRASES: dict[str, tuple[str, ...]] = {
+    "humorous": ("and that is when my cat took over the company", "so my mother said, just buy a bigger fridge",
+                 "and then the robot asked me out for dinner", "which is why I no longer babysit goats",
+                 "and then the dog filed my taxes", "turns out the penguin was the manager"),
+    "not_humorous": ("and this is what the data shows", "so we measured it again the next year",
+                     "the results were published last spring", "this is how the system works today",
+                     "we collected samples from twelve countries", "and that changed how we think about energy"),
+}
+HUMOR_PRIOR = {"not_humorous": 0.5, "humorous": 0.5}
+HUMOR_CUES = cue_table(hue_order=("humorous", "not_humorous"), f0_order=("not_humorous", "humorous"),
+                       energy_order=("not_humorous", "humorous"), phrases=HUMOR_PHRASES)
+TALK_FILLERS = (
+    "so I want to tell you about my research", "when I started working on this problem",
+    "we spent three years in the lab", "let me show you a picture", "this is a map of the city",
+    "most of us use a phone every day", "I grew up in a small town", "here is a question I get a lot",
+    "a few years ago I met a farmer", "the first prototype was made of cardboard",
+    "we asked a thousand people the same question", "imagine you are standing on a bridge",
+)
+
+
+def talk_text(phrases: Sequence[str] | None, rng: np.random.Generator) -> str:
+    """A TED-style sentence: a filler clause plus two phrases of the class (``None``: fillers only)."""
+    body = _pick(rng, TALK_FILLERS)
+    if phrases is None:
+        return f"{_cap(body)}, and {_pick(rng, [f for f in TALK_FILLERS if f != body])}."
+    first, other = _two(rng, phrases)
+    return f"{_cap(body)}, {first}. {_cap(other)}."
+
+
+def _unique_numbers(n: int, low: int, high: int, rng: np.random.Generator) -> list[int]:
+    return [int(x) for x in rng.choice(np.arange(low, high), size=n, replace=False)]
+
+
+@register_layout("mustard")
+class MustardDemo(LayoutWriter):
+    """MUStARD: ``sarcasm_data.json``, one target clip and one context clip per id.
+    ``n_dialogues`` counts targets per show; every target is its own dialogue."""
+
+    name = "mustard"
+    default_dialogues = {"BBT": 20, "FRIENDS": 14, "GOLDENGIRLS": 8, "SARCASMOHOLICS": 6}
+    default_turns = (2, 5)
+    owned = ("videos", "sarcasm_data.json")
+
+    def write(self, root: Path, opts: DemoOptions) -> DemoSummary:
+        rng = np.random.default_rng(opts.seed)
+        summary = DemoSummary(layout=self.name, root=root)
+        plan: list[tuple[str, str]] = []  # (show, label) per target
+        for show, n in opts.dialogues.items():
+            plan += [(show, label) for label in draw_labels(n, SARCASM_PRIOR, 2, rng)]
+        modes = assign_cue_modes([label for _, label in plan], opts.cue_mix, rng)
+        numbers = _unique_numbers(len(plan), 10, 10 * len(plan) + 1000, rng)
+        entries: list[tuple[str, dict[str, object]]] = []
+        for (show, label), mode, number in zip(plan, modes, numbers):
+            uid = f"{MUSTARD_SHOW_PREFIX[show]}_{number}"
+            cue = SARCASM_CUES[label]
+            n_turns = int(rng.integers(opts.turns[0], opts.turns[1] + 1))
+            cast = MUSTARD_CASTS[show]
+            speakers = self._speakers(n_turns, cast, rng)
+            context = [dialogue_text(None, ".", rng) for _ in range(n_turns - 1)]
+            text = dialogue_text(cue.phrases if mode in ("all", "text") else None, cue.punct, rng)
+            duration = int(rng.integers(opts.fps, 2 * opts.fps + 1)) / opts.fps
+            write_clip(root / "videos" / "utterances_final" / f"{uid}.mp4",
+                       make_render(cue, mode, uid, opts, rng), duration, opts)
+            if context:  # one cue-less clip for all context turns, as in the release
+                write_clip(root / "videos" / "context_final" / f"{uid}_c.mp4",
+                           make_render(cue, "text", f"{uid}_c", opts, rng), min(3.0, 0.6 * len(context)), opts)
+            entries.append((uid, {"utterance": text, "speaker": speakers[-1], "context": context,
+                                  "context_speakers": speakers[:-1], "show": show,
+                                  "sarcasm": label == "sarcastic"}))
+            summary.cues.append(CueRow(show, uid, label, mode))
+        order = rng.permutation(len(entries))  # the real file does not group ids by show
+        data = {entries[int(i)][0]: entries[int(i)][1] for i in order}
+        (root / "sarcasm_data.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        summary.files.append("sarcasm_data.json")
+        for show, n in opts.dialogues.items():
+            summary.utterances[show] = n
+            summary.dialogues[show] = n
+        summary.media["videos/utterances_final"] = len(entries)
+        summary.media["videos/context_final"] = sum(1 for _, e in entries if e["context"])
+        return summary
+
+    @staticmethod
+    def _speakers(n: int, cast: Sequence[str], rng: np.random.Generator) -> list[str]:
+        """Speakers of ``n`` turns from ``cast``: 2-3 people, no one twice in a row."""
+        k = min(len(cast), int(rng.integers(2, 4)))
+        people = [cast[int(i)] for i in rng.choice(len(cast), size=k, replace=False)]
+        out = [people[0]]
+        while len(out) < n:
+            out.append(_pick(rng, [p for p in people if p != out[-1]]))
+        return out[:n]
+
+
+@register_layout("urfunny")
+class UrFunnyDemo(LayoutWriter):
+    """UR-FUNNY v2: three pickles of plain dicts and one punchline clip per id.
+    ``n_dialogues`` counts punchlines per fold; every punchline is its own dialogue."""
+
+    name = "urfunny"
+    default_dialogues = {"train": 30, "dev": 8, "test": 10}
+    default_turns = (2, 5)
+    owned = ("urfunny2_videos", "data_folds.pkl", "language_sdk.pkl", "humor_label_sdk.pkl")
+
+    def write(self, root: Path, opts: DemoOptions) -> DemoSummary:
+        rng = np.random.default_rng(opts.seed)
+        summary = DemoSummary(layout=self.name, root=root)
+        ids = iter(_unique_numbers(sum(opts.dialogues.values()), 1, 20000, rng))
+        folds: dict[str, list[int]] = {}
+        language: dict[int, dict[str, object]] = {}
+        labels: dict[int, int] = {}
+        for fold, n in opts.dialogues.items():
+            fold_labels = draw_labels(n, HUMOR_PRIOR, 2, rng)
+            modes = assign_cue_modes(fold_labels, opts.cue_mix, rng)
+            folds[fold] = []
+            for label, mode in zip(fold_labels, modes):
+                uid = next(ids)
+                cue = HUMOR_CUES[label]
+                n_turns = int(rng.integers(opts.turns[0], opts.turns[1] + 1))
+                language[uid] = {"punchline_sentence": talk_text(cue.phrases if mode in ("all", "text") else None, rng),
+                                 "context_sentences": [talk_text(None, rng) for _ in range(n_turns - 1)]}
+                labels[uid] = int(label == "humorous")
+                folds[fold].append(uid)
+                duration = int(rng.integers(opts.fps, 2 * opts.fps + 1)) / opts.fps
+                write_clip(root / "urfunny2_videos" / f"{uid}.mp4", make_render(cue, mode, str(uid), opts, rng),
+                           duration, opts)
+                summary.cues.append(CueRow(fold, str(uid), label, mode))
+            summary.utterances[fold] = n
+            summary.dialogues[fold] = n
+        for name, obj in (("data_folds.pkl", folds), ("language_sdk.pkl", language), ("humor_label_sdk.pkl", labels)):
+            with (root / name).open("wb") as f:
+                pickle.dump(obj, f, protocol=2)
+            summary.files.append(name)
+        summary.media["urfunny2_videos"] = len(labels)
+        return summary
+
+
 # =========================================================================== entry points
 
 
@@ -817,12 +987,15 @@ def generate_demo(root: str | Path, layout: str = "meld", *, seed: int = 0,
     """Write a demo corpus in ``layout``'s real release layout under ``root`` and return ``root``.
 
     Args:
-        layout: a registered layout (``LAYOUTS.names()``: iemocap, meld, mosi).
+        layout: a registered layout (``LAYOUTS.names()``: iemocap, meld, mosi, mustard, urfunny).
         seed: everything (labels, texts, media noise) follows from it.
         n_dialogues: overrides of the layout's sizes: dialogues per split for MELD
             (train/dev/test), dialogs per session for IEMOCAP (Session1..Session5), videos per mode
-            for MOSI (train/valid/test). Keys not given keep their default.
-        turns: (min, max) utterances per dialogue / clips per video (default per layout).
+            for MOSI (train/valid/test), targets per show for MUStARD (BBT/FRIENDS/GOLDENGIRLS/
+            SARCASMOHOLICS), punchlines per fold for UR-FUNNY (train/dev/test). Keys not given keep
+            their default.
+        turns: (min, max) utterances per dialogue / clips per video (default per layout); for
+            MUStARD / UR-FUNNY the scored utterance plus its context turns.
         cue_mix: share of each cue mode (``all``/``text``/``audio``/``video``), default 40/20/20/20.
         frame_size: height and width of one speaker's frame (IEMOCAP frames are twice as wide).
         fps: video frame rate. sample_rate: audio rate of every file (AAC, PCM).
@@ -868,16 +1041,18 @@ def cli(argv: list[str] | None = None) -> int:
     """``python -m pipeline demo-data`` / ``python -m pipeline.corpora.demo``."""
     parser = argparse.ArgumentParser(
         prog="python -m pipeline demo-data",
-        description="Write synthetic demo corpora in the real MELD / IEMOCAP / MOSI release layouts, "
+        description="Write synthetic demo corpora in the real MELD / IEMOCAP / MOSI / MUStARD / UR-FUNNY "
+                    "release layouts, "
                     "with a learnable cue per modality (see pipeline/corpora/demo.py).")
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder; with --layout all (default) each layout goes to OUT/<layout>")
     parser.add_argument("--layout", default="all", choices=["all", *LAYOUTS.names()],
-                        help="which layout to write (default: all three)")
+                        help="which layout to write (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--dialogues", type=_key_value, action="append", default=[], metavar="KEY=N",
                         help="size override, repeatable: MELD train=/dev=/test=, IEMOCAP Session1=..., "
-                             "MOSI train=/valid=/test= (videos)")
+                             "MOSI train=/valid=/test= (videos), MUStARD BBT=/FRIENDS=/GOLDENGIRLS=/"
+                             "SARCASMOHOLICS= (targets), UR-FUNNY train=/dev=/test= (punchlines)")
     parser.add_argument("--cue-mix", type=_cue_mix, default=None, metavar="all=0.4,text=0.2,...",
                         help="share of each cue mode (default all=0.4,text=0.2,audio=0.2,video=0.2)")
     parser.add_argument("--noise", type=float, default=1.0, help="scale of all jitter and noise (default 1)")
