@@ -2,7 +2,7 @@
 #   make demo    - the whole chain on the generated demo corpus (data, features, TelME, metrics)
 #   make test    - the test suite
 # Both install what they need first (make install). Variables can be set on the command line:
-#   make features CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper
+#   make features CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [ENCODERS="roberta opensmile"]
 #   make train METHOD=telme CORPUS=demo-meld SEEDS="0 1 2" SET="stages.fusion.lr=1e-4"
 
 SHELL := /bin/bash
@@ -27,7 +27,7 @@ CORPUS ?= demo-meld
 ROOT ?=
 PROFILE ?= offline
 CACHE ?= cache
-ENCODERS ?= roberta roberta-context data2vec timesformer opensmile densenet
+ENCODERS ?=
 METHOD ?= telme
 CONFIG ?=
 SEEDS ?= 0
@@ -64,7 +64,7 @@ demo-data: install
 
 features: install
 	@if [[ "$(CORPUS)" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$(CORPUS:demo-%=%)" ]]; then $(MAKE) --no-print-directory demo-data; fi
-	$(PY) -m pipeline features --corpus $(CORPUS) $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) --encoders $(ENCODERS)
+	$(PY) -m pipeline features --corpus $(CORPUS) $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) $(if $(ENCODERS),--encoders $(ENCODERS),)
 
 train: install
 	$(PY) -m pipeline train --method $(METHOD) $(if $(filter-out demo-meld,$(CORPUS)),--corpus $(CORPUS),) $(CONFIG_ARG) --cache-root $(CACHE) --seeds $(SEEDS) --out $(RUNS) $(SET_ARGS)

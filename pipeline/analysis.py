@@ -37,7 +37,10 @@ def load_trained(run_dir: str | Path, splits: Sequence[str] = ("test",), cache_p
     load_plugins(info.get("plugins", []))
     config = with_defaults(yaml_load(run_dir / "config.yaml"))
     saved = json.loads((run_dir / "metrics.json").read_text())
-    cache = load_cache(cache_path or info["cache"])
+    cache_path = cache_path or info.get("cache") or saved.get("cache")
+    if not cache_path:
+        raise ValueError(f"{run_dir}: no run.json or metrics.json naming the cache; pass the cache path")
+    cache = load_cache(cache_path)
     data = prepare_data(config, cache, splits=tuple(splits))
     method = build_model(config, data)
     method.load_state_dict(load_file(str(run_dir / saved["final_weights"])))

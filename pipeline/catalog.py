@@ -20,12 +20,21 @@ def configs_dir() -> Path:
     raise FileNotFoundError("no configs/ directory found (set MERC_CONFIGS)")
 
 
+DEFAULT_ENCODERS = ["roberta", "roberta-context", "data2vec", "timesformer", "opensmile", "densenet"]
+
+
 @dataclass
 class CorpusEntry:
+    """A catalog entry: reader + root + reader options, and the corpus' default extraction
+    (``encoders``, and ``sequence``: the encoders that also store per-step sequences, for the
+    sequence methods DMD / DHMD)."""
+
     name: str
     reader: str
     root: Path
     options: dict[str, Any] = field(default_factory=dict)
+    encoders: list[str] = field(default_factory=lambda: list(DEFAULT_ENCODERS))
+    sequence: list[str] = field(default_factory=list)
 
 
 def corpus_entry(name: str, root: str | Path | None = None) -> CorpusEntry:
@@ -34,4 +43,8 @@ def corpus_entry(name: str, root: str | Path | None = None) -> CorpusEntry:
     if name not in catalog:
         raise KeyError(f"unknown corpus {name!r} (not in {catalog_file}); known: {', '.join(sorted(catalog))}")
     e = catalog[name]
-    return CorpusEntry(name=name, reader=e["reader"], root=Path(root or e["root"]), options=dict(e.get("options") or {}))
+    unknown = sorted(set(e) - {"reader", "root", "options", "encoders", "sequence"})
+    if unknown:
+        raise KeyError(f"{catalog_file}: corpus {name!r} has unknown keys {unknown}")
+    return CorpusEntry(name=name, reader=e["reader"], root=Path(root or e["root"]), options=dict(e.get("options") or {}),
+                       encoders=list(e.get("encoders") or DEFAULT_ENCODERS), sequence=list(e.get("sequence") or []))

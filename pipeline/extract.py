@@ -486,15 +486,16 @@ def cli(argv: list[str] | None = None) -> int:
                                 description="Extract features of a corpus into its cache (incremental, resumable).")
     p.add_argument("--corpus", default="demo-meld", help="corpus name from configs/corpora.yaml (default demo-meld)")
     p.add_argument("--root", default=None, help="corpus root on disk (default: the catalog's root)")
-    p.add_argument("--encoders", nargs="+",
-                   default=["roberta", "roberta-context", "data2vec", "timesformer", "opensmile", "densenet"])
+    p.add_argument("--encoders", nargs="+", default=None,
+                   help="encoders to run (default: the corpus' list in configs/corpora.yaml, else all six)")
     p.add_argument("--profile", default="offline", help="encoder profile: offline (default) | paper")
     p.add_argument("--cache-root", default="cache", help="caches live in <cache-root>/<corpus>/ (default cache/)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored feature dtype")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding media")
     p.add_argument("--shard-size", type=int, default=256, help="rows per shard (the most a kill can lose)")
-    p.add_argument("--sequence", nargs="*", default=[], help="encoders that also store per-step sequences")
+    p.add_argument("--sequence", nargs="*", default=None,
+                   help="encoders that also store per-step sequences (default: the corpus' catalog entry)")
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="encoder compute dtype on GPU")
     p.add_argument("--set", action="append", default=[], metavar="ENC.KEY=VALUE",
                    help="encoder setting override, e.g. --set timesformer.num_frames=16 --set roberta.weights=/models/rl")
@@ -513,8 +514,8 @@ def cli(argv: list[str] | None = None) -> int:
     entry = corpus_entry(a.corpus, a.root)
     data = read_corpus(entry.reader, entry.root, **entry.options)
     data.name = a.corpus
-    settings = ExtractSettings(encoders=a.encoders, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
-                               num_workers=a.num_workers, shard_size=a.shard_size, sequence=tuple(a.sequence),
+    settings = ExtractSettings(encoders=a.encoders or entry.encoders, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
+                               num_workers=a.num_workers, shard_size=a.shard_size, sequence=tuple(entry.sequence if a.sequence is None else a.sequence),
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
     report = extract(data, Path(a.cache_root) / a.corpus, settings)
     if process_state().is_main_process:

@@ -245,7 +245,7 @@ def write_run_reports(run_dir: Path, *, result: dict[str, Any], config: dict[str
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = {k: result[k] for k in ("seed", "task", "select_metric", "higher_is_better", "label_names", "dev",
-                                      "test", "stages", "final_stage", "final_weights", "num_processes")}
+                                      "test", "stages", "final_stage", "final_weights", "num_processes", "cache")}
     metrics["selection"] = selection_rule(result["select_metric"])
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "curves.json", result["curves"])

@@ -385,7 +385,7 @@ class Trainer:
             "dev": self.score("dev", last), "test": self.score("test", last),
             "stages": self.progress.stage_results, "curves": self.progress.curves,
             "final_stage": last.name, "final_weights": f"stage-{last.name}.safetensors",
-            "num_processes": self.accelerator.num_processes,
+            "num_processes": self.accelerator.num_processes, "cache": str(Path(self.cache.path).resolve()),
         }
         if self.accelerator.is_main_process:
             write_run_reports(self.out_dir, result=result, config=self.config, cache=self.cache, info=self.run_info)
