@@ -367,7 +367,7 @@ def minilm_context() -> Any:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(hub, "HF_HUB_OFFLINE", True)
         yield create_encoder("roberta-context", **encoder_kwargs("offline", "roberta-context",
-                                                                 overrides={"max_length": 48}))
+                                                                 overrides={"max_length": 48, "max_turns": None}))
 
 
 def test_minilm_loads_offline_and_runs_context(minilm_context: Any) -> None:
