@@ -23,14 +23,14 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-CORPUS ?= demo-meld
+CORPUS ?=
 ROOT ?=
 PROFILE ?= offline
 CACHE ?= cache
 ENCODERS ?=
 METHOD ?= telme
 CONFIG ?=
-SEEDS ?= 0
+SEEDS ?=
 SET ?=
 RUNS ?= runs
 RUN ?=
@@ -62,20 +62,34 @@ install: $(STAMP)
 demo-data: install
 	$(PY) -m pipeline demo-data --out $(DEMO_DATA)
 
+# CORPUS defaults to demo-meld for features; for train to the method's default_corpus
+# (configs/<method>/base.yaml). Demo corpora and their caches are made on first use.
 features: install
-	@if [[ "$(CORPUS)" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$(CORPUS:demo-%=%)" ]]; then $(MAKE) --no-print-directory demo-data; fi
-	$(PY) -m pipeline features --corpus $(CORPUS) $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) $(if $(ENCODERS),--encoders $(ENCODERS),)
+	@corpus="$(or $(CORPUS),demo-meld)"; \
+	if [[ "$$corpus" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$${corpus#demo-}" ]]; then \
+		$(MAKE) --no-print-directory demo-data || exit 1; fi; \
+	$(PY) -m pipeline features --corpus $$corpus $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) \
+		$(if $(ENCODERS),--encoders $(ENCODERS),)
 
 train: install
-	$(PY) -m pipeline train --method $(METHOD) $(if $(filter-out demo-meld,$(CORPUS)),--corpus $(CORPUS),) $(CONFIG_ARG) --cache-root $(CACHE) --seeds $(SEEDS) --out $(RUNS) $(SET_ARGS)
+	@corpus="$(CORPUS)"; \
+	[[ -n "$$corpus" ]] || corpus=$$($(PY) -c "from pipeline.config import load_config; \
+		print(load_config('$(METHOD)').get('default_corpus') or '')") || exit 1; \
+	if [[ ! -f "$(CACHE)/$$corpus/meta.json" ]]; then $(MAKE) --no-print-directory features CORPUS=$$corpus || exit 1; fi; \
+	$(PY) -m pipeline train --method $(METHOD) --corpus $$corpus $(CONFIG_ARG) --cache-root $(CACHE) \
+		$(if $(SEEDS),--seeds $(SEEDS),) --out $(RUNS) $(SET_ARGS)
 
 evaluate: install
 	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/<run dir>"; exit 2; }
 	$(PY) -m pipeline evaluate $(RUN)
 
+# The README's main command: demo corpus -> offline features -> TelME -> metrics, and where the
+# fused model gets its answers (per-head accuracy by the modality that carries each cue).
 demo: install
 	$(MAKE) --no-print-directory features CORPUS=demo-meld
-	$(MAKE) --no-print-directory train METHOD=telme CORPUS=demo-meld
+	rm -rf $(RUNS)/demo-telme
+	$(PY) -m pipeline train --method telme --corpus demo-meld --cache-root $(CACHE) --out $(RUNS) --name demo-telme
+	$(PY) -m pipeline analyse $(RUNS)/demo-telme --cues $(DEMO_DATA)/meld/demo_cues.csv
 
 test: install
 	$(PY) -m pytest -q
