@@ -141,3 +141,49 @@ def cli(argv: Sequence[str]) -> int:
     print_breakdown(b)
     (Path(a.run_dir) / f"cues-{a.split}.json").write_text(json.dumps(b, indent=1))
     return 0
+
+
+def run_predictions(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """The final model's output per scored utterance: class index, or score for regression."""
+    p = stage_predictions(run_dir, split)
+    return {"utterance_ids": p["utterance_ids"], "labels": p["labels"],
+            "pred": p["heads"][p["final_stage"]]["pred"]}
+
+
+def _score_subset(pred: np.ndarray, target: np.ndarray, regression: bool) -> float:
+    """Accuracy; for regression the binary (negative vs non-negative) accuracy of the score."""
+    if regression:
+        return float(((pred >= 0) == (target >= 0)).mean())
+    return float((pred == target).mean())
+
+
+def compare_with_unimodal(fused_run: str | Path, unimodal_runs: dict[str, str | Path], cues_csv: str | Path,
+                          split: str = "test") -> dict[str, dict[str, Any]]:
+    """Fused run vs one single-modality run per modality (the same method trained on one role), on
+    the utterances whose cue is in another modality than that run's. Regression runs are compared
+    on their binary accuracy (score sign) there. Returns {modality: {n, unimodal, fused}}."""
+    from pipeline.cache import load_cache
+
+    fused = run_predictions(fused_run, split)
+    cues = read_cues(cues_csv)
+    mode = {u: _cue_of(u, split, cues) for u in fused["utterance_ids"]}
+    saved = json.loads((Path(fused_run) / "metrics.json").read_text())
+    regression = saved.get("task") == "regression"
+    if regression:  # score the true scores, not the rounded 7-class labels
+        cache = load_cache(saved["cache"])
+        score = dict(zip(cache.dataset[split]["utterance_id"], cache.dataset[split]["score"]))
+        target_of = {u: float(score[u]) for u in fused["utterance_ids"]}
+    else:
+        target_of = dict(zip(fused["utterance_ids"], fused["labels"]))
+    fused_of = dict(zip(fused["utterance_ids"], fused["pred"]))
+    out: dict[str, dict[str, Any]] = {}
+    for m, run in unimodal_runs.items():
+        uni = run_predictions(run, split)
+        ids = [u for u in uni["utterance_ids"] if mode.get(u) not in (None, "all", m) and u in fused_of]
+        if not ids:
+            raise ValueError(f"{cues_csv}: no {split} utterance of {run} has its cue outside {m}")
+        uni_of = dict(zip(uni["utterance_ids"], uni["pred"]))
+        t = np.array([target_of[u] for u in ids])
+        out[m] = {"n": len(ids), "unimodal": _score_subset(np.array([uni_of[u] for u in ids]), t, regression),
+                  "fused": _score_subset(np.array([fused_of[u] for u in ids]), t, regression)}
+    return out

@@ -316,13 +316,17 @@ def column_name(encoder: Encoder) -> str:
 
 
 def build_encoder(name: str, settings: ExtractSettings) -> Encoder:
+    """The encoder ``name`` of the settings' profile; its constructor kwargs are kept on it
+    (``init_kwargs``) and saved in the cache meta, so ``predict`` rebuilds the very same encoder."""
     from extractors.base import create_encoder
     from extractors.profiles import encoder_kwargs
 
     kwargs = encoder_kwargs(settings.profile, name, overrides=settings.encoder_overrides.get(name))
     if name in settings.sequence:
         kwargs["sequence"] = True
-    return create_encoder(name, **kwargs)
+    encoder = create_encoder(name, **kwargs)
+    encoder.init_kwargs = dict(kwargs)  # type: ignore[attr-defined]
+    return encoder
 
 
 def records_fingerprint(records: Sequence[Utterance]) -> str:
@@ -373,7 +377,8 @@ def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) 
         columns[col] = {"encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
                         "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
                         "dtype": settings.dtype, "sequence": name in settings.sequence,
-                        "uses_history": bool(encoder.uses_history)}
+                        "uses_history": bool(encoder.uses_history), "profile": settings.profile,
+                        "kwargs": getattr(encoder, "init_kwargs", None)}
         report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
                             "computed": len(todo), "random_weights": bool(encoder.random_weights),
                             "seconds": round(time.perf_counter() - t_enc, 2),
