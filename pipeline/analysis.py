@@ -16,35 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.evaluate import load_trained  # noqa: F401  (re-exported: analysis and predict load runs alike)
+
 CUE_MODES = ("all", "text", "audio", "video")
-
-
-def load_trained(run_dir: str | Path, splits: Sequence[str] = ("test",), cache_path: str | Path | None = None):
-    """(config, cache, data, method, saved metrics) of a finished single-seed run dir, weights loaded."""
-    from safetensors.torch import load_file
-
-    from pipeline.cache import load_cache
-    from pipeline.collate import prepare_data
-    from pipeline.config import load_plugins, with_defaults, yaml_load
-    from pipeline.evaluate import _run_info
-    from pipeline.train import build_model
-
-    run_dir = Path(run_dir)
-    for name in ("config.yaml", "metrics.json"):
-        if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name} not found: {run_dir} is not a finished run dir")
-    info = _run_info(run_dir)
-    load_plugins(info.get("plugins", []))
-    config = with_defaults(yaml_load(run_dir / "config.yaml"))
-    saved = json.loads((run_dir / "metrics.json").read_text())
-    cache_path = cache_path or info.get("cache") or saved.get("cache")
-    if not cache_path:
-        raise ValueError(f"{run_dir}: no run.json or metrics.json naming the cache; pass the cache path")
-    cache = load_cache(cache_path)
-    data = prepare_data(config, cache, splits=tuple(splits))
-    method = build_model(config, data)
-    method.load_state_dict(load_file(str(run_dir / saved["final_weights"])))
-    return config, cache, data, method, saved
 
 
 def stage_predictions(run_dir: str | Path, split: str = "test") -> dict[str, Any]:

@@ -1,23 +1,13 @@
 """The corpus catalog (``configs/corpora.yaml``): a corpus name -> reader, default root, options."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-def configs_dir() -> Path:
-    """``$MERC_CONFIGS`` or the ``configs/`` folder of the working directory or of this checkout."""
-    env = os.environ.get("MERC_CONFIGS")
-    if env:
-        return Path(env)
-    for cand in (Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"):
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError("no configs/ directory found (set MERC_CONFIGS)")
+from pipeline.config import configs_dir
 
 
 DEFAULT_ENCODERS = ["roberta", "roberta-context", "data2vec", "timesformer", "opensmile", "densenet"]

@@ -29,9 +29,9 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", cache_path: str | Path | None = None) -> dict[str, Any]:
-    """Metrics of a single-seed run dir's final model on ``split``."""
-    from accelerate import Accelerator
+def load_trained(run_dir: str | Path, splits: Sequence[str] = ("test",), cache_path: str | Path | None = None):
+    """(config, cache, data, method, saved metrics) of a finished single-seed run dir, final weights
+    loaded (safetensors only)."""
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -42,15 +42,24 @@ def evaluate_run(run_dir: str | Path, split: str = "test", cache_path: str | Pat
     load_plugins(info.get("plugins", []))
     config = with_defaults(yaml_load(run_dir / "config.yaml"))
     saved = json.loads((run_dir / "metrics.json").read_text())
-    cache_path = cache_path or info.get("cache")
+    cache_path = cache_path or info.get("cache") or saved.get("cache")
     if not cache_path:
-        raise ValueError(f"{run_dir}: no run.json naming the cache; pass --cache PATH")
+        raise ValueError(f"{run_dir}: no run.json or metrics.json naming the cache; pass --cache PATH")
     cache = load_cache(cache_path)
-    accelerator = Accelerator(mixed_precision=config["train"]["mixed_precision"])
-    data = prepare_data(config, cache, splits=(split,))
+    data = prepare_data(config, cache, splits=tuple(splits))
     method = build_model(config, data)
+    method.load_state_dict(load_file(str(run_dir / saved["final_weights"])))
+    return config, cache, data, method, saved
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", cache_path: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of a single-seed run dir's final model on ``split``."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    config, cache, data, method, saved = load_trained(run_dir, (split,), cache_path)
+    accelerator = Accelerator(mixed_precision=config["train"]["mixed_precision"])
     weights = run_dir / saved["final_weights"]
-    method.load_state_dict(load_file(str(weights)))
     method.to(accelerator.device)
     stage = next((s for s in method.stages() if s.name == saved["final_stage"]), None)
     if stage is None:
