@@ -47,6 +47,19 @@ Ablations of the paper map to flags: w/o MR = ``use_reconstruction: false`` (one
 w/o CMA-T = ``use_cma: false`` (H'_m = H_m); w/o LLD / HLD = ``w_mse: 0`` / ``w_kl: 0``; modality subsets =
 ``modalities``. A switched-off term is not computed and its parameters are not built (or get no gradient).
 
+Modality subsets and single-modality runs. ``modalities: null`` (the default, also in ``configs/cmath/base.yaml``)
+means "every role in ``input_dims``", i.e. every role the config's ``features:`` names, so a run on one modality
+only needs that one feature column::
+
+    python -m pipeline train --method cmath --corpus demo-meld --set features='{audio: audio.opensmile}'
+    make train METHOD=cmath SET="model.modalities=[audio]"     # the same model; the other columns stay unread
+
+(``features:`` naming one role loads only that column; ``model.modalities`` has no spaces, so it passes through
+``make``'s ``SET``.) With one modality nothing cross-modal is built: no cross-attention, no cross branches and no
+Eq. 12 gate (a softmax over one branch is the constant 1), so the CMA-Transformer is one self-attention block;
+the variational fusion then maps that one stream (Eq. 15-17 with M = 1), and L_mse / L_kl distil the fused head
+into the one unimodal head. With two modalities each CMA-Transformer has one auxiliary.
+
 Building blocks that SUMMER also uses (``MultiHeadAttention``, ``SpeakerPosition``, ``MaskedStandardize``, the masked
 losses) live here for now; they should move to ``models/blocks.py`` (owned by another person).
 """
@@ -69,6 +82,27 @@ MODALITY_ORDER = ("text", "audio", "video")
 # ---------------------------------------------------------------------------------------------------------------
 # Batch checks and masked losses (shared with SUMMER)
 # ---------------------------------------------------------------------------------------------------------------
+
+def resolve_modalities(modalities: list[str] | tuple[str, ...] | None, input_dims: dict[str, int],
+                       method: str) -> tuple[str, ...]:
+    """The roles a model uses, in ``MODALITY_ORDER``: ``modalities`` if given, else every role of ``input_dims``.
+
+    Errors name the method and the offending roles (unknown roles, or roles ``input_dims`` has no size for).
+    """
+    unknown = sorted(set(input_dims) - set(MODALITY_ORDER))
+    if unknown:
+        raise ValueError(f"{method}: input_dims has roles {unknown} that are not in {MODALITY_ORDER}")
+    wanted = tuple(input_dims) if modalities is None else tuple(modalities)
+    bad = [m for m in wanted if m not in MODALITY_ORDER]
+    if bad or not wanted:
+        raise ValueError(f"{method}: modalities must be a non-empty subset of {MODALITY_ORDER}, got {modalities} "
+                         f"(input_dims roles: {sorted(input_dims)})")
+    missing = [m for m in wanted if m not in input_dims]
+    if missing:
+        raise KeyError(f"{method}: input_dims has no size for {missing}; got {input_dims}. Name these roles in the "
+                       f"config's `features:` or drop them from `model.modalities` (null = the roles of features:)")
+    return tuple(m for m in MODALITY_ORDER if m in wanted)
+
 
 def check_dialogue_batch(batch: dict[str, torch.Tensor], roles: tuple[str, ...] | list[str],
                          input_dims: dict[str, int], method: str) -> torch.Tensor:
@@ -318,7 +352,8 @@ class CMATransformer(nn.Module):
     X~_{p->c} = CA(H_c, H_p, H_p); H_{p->c} = branch(X~_{p->c}, H_c)                 (Eq. 9-10)
     X~_{c->c} = SA(H_c) + sum_p X~_{p->c};  H_{c->c} = branch(X~_{c->c}, H_c)        (Eq. 11)
     H'_c = Gate(H_{c->c}, H_{p->c}, ...)                                            (Eq. 12)
-    With no auxiliary modality it reduces to a self-attention block (gate over one branch).
+    With no auxiliary modality it is one self-attention block: H'_c = H_{c->c}, no gate is built (a softmax over
+    one branch is the constant 1) and ``forward`` returns ``None`` for the gate weights.
     """
 
     def __init__(self, *, d_model: int, num_aux: int, heads: int, d_ff: int, dropout: float, gate: str) -> None:
@@ -331,14 +366,16 @@ class CMATransformer(nn.Module):
         self.self_branch = AttentionBranch(d_model=d_model, d_ff=d_ff, dropout=dropout)
         self.cross_branches = nn.ModuleList(AttentionBranch(d_model=d_model, d_ff=d_ff, dropout=dropout)
                                             for _ in range(num_aux))
-        self.gate = GATES[gate](d_model=d_model, branches=1 + num_aux)
+        self.gate = GATES[gate](d_model=d_model, branches=1 + num_aux) if num_aux else None
 
     def forward(self, central: torch.Tensor, auxiliaries: list[torch.Tensor], mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         crossed = [attn(central, aux, aux, mask)[0] for attn, aux in zip(self.cross_attn, auxiliaries)]  # Eq. 9-10
         cross_h = [branch(x, central) for branch, x in zip(self.cross_branches, crossed)]
         self_x = self.self_attn(central, central, central, mask)[0] + sum(crossed, torch.zeros_like(central))  # Eq. 11
         self_h = self.self_branch(self_x, central)
+        if self.gate is None:  # one modality: nothing to gate
+            return self_h, None
         return self.gate([self_h, *cross_h])  # Eq. 12
 
 
@@ -387,7 +424,8 @@ class CMATH(Method):
     Args:
         input_dims: feature size per role, from the cache.
         num_classes: number of emotion classes.
-        modalities: roles used, a subset of text/audio/video (paper Table 5 runs subsets).
+        modalities: roles used, a subset of text/audio/video (paper Table 5 runs subsets); None = every role of
+            ``input_dims`` (the config's ``features:``). One role = a single-modality run (module docstring).
         d_model: shared size d (paper: 500 IEMOCAP, 400 MELD).
         num_speakers: speaker embedding rows m (2 IEMOCAP, 9 MELD); larger ids share the last row.
         kernel_size: kernel k_m of both reconstruction convs (odd).
@@ -413,20 +451,14 @@ class CMATH(Method):
     TASKS = ("classification",)
 
     def __init__(self, *, input_dims: dict[str, int], num_classes: int,
-                 modalities: list[str] | tuple[str, ...] = MODALITY_ORDER, d_model: int = 500, num_speakers: int = 9,
+                 modalities: list[str] | tuple[str, ...] | None = None, d_model: int = 500, num_speakers: int = 9,
                  kernel_size: int = 1, heads: int = 4, d_ff: int | None = None, dropout: float = 0.5,
                  gate: str = "softmax", input_standardize: bool = True, use_reconstruction: bool = True,
                  use_cma: bool = True, variational: bool = True, w_ce_fused: float = 1.0,
                  w_ce_unimodal: float = 1.0, w_re: float = 1.0, w_mse: float = 1.0, w_kl: float = 1.8,
                  kl_temperature: float = 1.0, detach_teacher: bool = False) -> None:
         super().__init__()
-        unknown = [m for m in modalities if m not in MODALITY_ORDER]
-        if unknown or not modalities:
-            raise ValueError(f"cmath: modalities must be a non-empty subset of {MODALITY_ORDER}, got {modalities}")
-        self.modalities = tuple(m for m in MODALITY_ORDER if m in modalities)
-        missing = [m for m in self.modalities if m not in input_dims]
-        if missing:
-            raise KeyError(f"cmath: input_dims has no size for {missing}; got {input_dims}")
+        self.modalities = resolve_modalities(modalities, input_dims, "cmath")
         self.input_dims = {m: int(input_dims[m]) for m in self.modalities}
         self.num_classes = num_classes
         self.w_ce_fused, self.w_ce_unimodal = w_ce_fused, w_ce_unimodal
@@ -488,7 +520,8 @@ class CMATH(Method):
             for c in self.modalities:
                 aux = [h[m] for m in self.modalities if m != c]
                 fine[c], weights = self.cma[c](h[c], aux, mask)
-                extras[f"gate_{c}"] = weights.mean(-1)  # [B, L, branches]
+                if weights is not None:
+                    extras[f"gate_{c}"] = weights.mean(-1)  # [B, L, branches]
         else:
             fine = h
         eps = torch.randn_like(fine[self.modalities[0]]) if self.training and self.variational else None

@@ -24,6 +24,11 @@ What is added to DMD (spec §2.3, all choices):
 * ``dict_in_fusion`` (ablation, off by default): the fusion head also gets the mean atom reconstruction
   of both spaces for every modality (F grows from 9d to 18d).
 
+On a subset of the modalities (DMD's ``input_dims`` rule, see ``models/dmd.py``) the dictionaries and
+codes cover the present modalities ([B, M, K] codes; D^het is as wide as their heterogeneous vectors), the
+matching runs over the GD-Units' edges among them (2 with two modalities, uniform routing 1/2), and a
+single-modality model has no matching term (nothing to match across) but still fits its dictionaries.
+
 Choices of ours: the activation is a softmax only (sparsemax / top-k codes would make the KL infinite;
 not implemented); the spec's per-token Variant C (aligned data only) is not implemented; the optional
 5-epoch warm-up without CDM is not implemented (the trainer gives the method no epoch). With
@@ -32,22 +37,21 @@ the DMD modules are built first, so the same seed gives the same DMD weights eit
 
 Extra ``MethodOutput`` entries: losses ``cdm_homo``, ``cdm_hetero``, ``fit_homo``, ``fit_hetero``,
 ``use_homo``, ``use_hetero`` (weighted); extras ``codes_homo`` / ``codes_hetero`` [B, 3, K] (sample codes,
-order L, V, A).
+order L, V, A; [B, M, K] on M modalities).
 """
 from __future__ import annotations
 
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.base import register_method
-from models.dmd import (DMD, EDGES, MODALITIES, DMDFeatures, FusionHead, GraphEdges, masked_mean,
-                        masked_mean_steps)
+from models.dmd import DMD, EDGES, DMDFeatures, FusionHead, GraphEdges, masked_mean, masked_mean_steps
 from pipeline.registry import Registry
 
 SPACES: tuple[str, ...] = ("homo", "hetero")
@@ -97,40 +101,46 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def usage_loss(codes: torch.Tensor) -> torch.Tensor:
-    """log K - H(u), u = mean of the codes [3, B, K] over modalities and samples (>= 0; 0 iff u uniform)."""
+    """log K - H(u), u = mean of the codes [M, B, K] over modalities and samples (>= 0; 0 iff u uniform)."""
     u = codes.mean((0, 1))
     return math.log(u.numel()) + torch.xlogy(u, u).sum()
 
 
-Matching = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+Matching = Callable[..., torch.Tensor]  # (codes, edge_weights, temperature, edges=...) -> scalar
 MATCHINGS: Registry[Matching] = Registry("dictionary matching")
 
 
 @MATCHINGS.register("kl_routed")
-def match_kl_routed(codes: torch.Tensor, edge_weights: torch.Tensor, temperature: float) -> torch.Tensor:
-    """sum over edges i -> j of mean_b sg(w_{i->j,b}) KL(sg p_{i,b} || p_{j,b}) (codes [3, B, K], w [B, 6];
-    ``temperature`` unused)."""
+def match_kl_routed(codes: torch.Tensor, edge_weights: torch.Tensor, temperature: float,
+                    edges: Sequence[tuple[int, int]] = EDGES) -> torch.Tensor:
+    """sum over edges i -> j of mean_b sg(w_{i->j,b}) KL(sg p_{i,b} || p_{j,b}) (codes [M, B, K], w [B, E],
+    ``edges`` (teacher, student) positions into codes, in the order of w's columns; ``temperature`` unused)."""
     w = edge_weights.detach()
-    return sum((w[:, x] * kl_divergence(codes[i].detach(), codes[j])).mean() for x, (i, j) in enumerate(EDGES))
+    total = codes.new_zeros(())
+    for x, (i, j) in enumerate(edges):
+        total = total + (w[:, x] * kl_divergence(codes[i].detach(), codes[j])).mean()
+    return total
 
 
 @MATCHINGS.register("contrastive")
-def match_contrastive(codes: torch.Tensor, edge_weights: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Variant B: for every ordered pair (i, j) InfoNCE over the batch with scores -JS(p_{i,b}, p_{j,b'}) /
-    temperature and positives b = b'; 1/6 per ordered pair (``edge_weights`` unused)."""
+def match_contrastive(codes: torch.Tensor, edge_weights: torch.Tensor, temperature: float,
+                      edges: Sequence[tuple[int, int]] = EDGES) -> torch.Tensor:
+    """Variant B: for every ordered pair (i, j) of ``edges`` InfoNCE over the batch with scores
+    -JS(p_{i,b}, p_{j,b'}) / temperature and positives b = b'; 1 / len(edges) per ordered pair
+    (``edge_weights`` unused)."""
     target = torch.arange(codes.size(1), device=codes.device)
     total = codes.new_zeros(())
-    for i, j in EDGES:
+    for i, j in edges:
         p, q = codes[i][:, None, :], codes[j][None, :, :]
         mid = 0.5 * (p + q)
         js = 0.5 * kl_divergence(p, mid) + 0.5 * kl_divergence(q, mid)  # [B, B]
-        total = total + F.cross_entropy(-js / temperature, target) / len(EDGES)
+        total = total + F.cross_entropy(-js / temperature, target) / len(edges)
     return total
 
 
 @dataclass
 class DictionaryOutputs:
-    """Per space: ``act[m]`` activations [B, T'_m, K] and ``codes`` [3, B, K] (order L, V, A)."""
+    """Per space: ``act[m]`` activations [B, T'_m, K] and ``codes`` [M, B, K] (order L, V, A)."""
 
     act: dict[str, dict[str, torch.Tensor]]
     codes: dict[str, torch.Tensor]
@@ -178,18 +188,19 @@ class DHMD(DMD):
         self.use_dictionary = use_dictionary
         if not use_dictionary:
             return
-        d = self.backbone.proj["text"].out_channels
+        d, h, n_mods = self.backbone.d_model, self.backbone.hetero_dim, len(self.modalities)
         self.match = MATCHINGS.get(matching)
         self.uniform_routing = uniform_routing
         self.contrastive_temperature = contrastive_temperature
         self.lambda_cdm, self.lambda_fit, self.lambda_use = lambda_cdm, lambda_fit, lambda_use
         self.dictionaries = nn.ModuleDict({
             "homo": SharedDictionary(num_atoms=num_atoms, dim=d, temperature=dict_temperature),
-            "hetero": SharedDictionary(num_atoms=num_atoms, dim=2 * d, temperature=dict_temperature)})
+            "hetero": SharedDictionary(num_atoms=num_atoms, dim=h, temperature=dict_temperature)})
         self.dict_in_fusion = dict_in_fusion
         if dict_in_fusion:
             dropout = self.backbone.fusion.head.dropout.p
-            self.backbone.fusion = FusionHead(d_model=d, out_dim=num_classes, dropout=dropout, extra_dim=9 * d)
+            self.backbone.fusion = FusionHead(d_model=d, out_dim=num_classes, dropout=dropout,
+                                              extra_dim=n_mods * (d + h), modalities=self.modalities, hetero_dim=h)
 
     def param_groups_all(self) -> dict[str, nn.Module]:
         groups = super().param_groups_all()
@@ -201,8 +212,8 @@ class DHMD(DMD):
         if not self.use_dictionary:
             return None
         seqs = {"homo": feats.homo_seq, "hetero": feats.hetero_seq}
-        act = {s: {m: self.dictionaries[s].activations(seqs[s][m]) for m in MODALITIES} for s in SPACES}
-        codes = {s: torch.stack([SharedDictionary.codes(act[s][m], feats.valid[m]) for m in MODALITIES])
+        act = {s: {m: self.dictionaries[s].activations(seqs[s][m]) for m in self.modalities} for s in SPACES}
+        codes = {s: torch.stack([SharedDictionary.codes(act[s][m], feats.valid[m]) for m in self.modalities])
                  for s in SPACES}
         return DictionaryOutputs(act=act, codes=codes)
 
@@ -210,23 +221,26 @@ class DHMD(DMD):
         if aux is None or not self.dict_in_fusion:
             return None
         parts = [masked_mean_steps(self.dictionaries[s].reconstruct(aux.act[s][m]), feats.valid[m])
-                 for m in MODALITIES for s in SPACES]
+                 for m in self.modalities for s in SPACES]
         return torch.cat(parts, dim=1)
 
-    def extra_losses(self, feats: DMDFeatures, aux: DictionaryOutputs | None, homo: GraphEdges,
-                     hetero: GraphEdges) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def extra_losses(self, feats: DMDFeatures, aux: DictionaryOutputs | None, homo: GraphEdges | None,
+                     hetero: GraphEdges | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         if aux is None:
             return {}, {}
         seqs = {"homo": feats.homo_seq, "hetero": feats.hetero_seq}
-        edges = {"homo": homo, "hetero": hetero}
+        graphs = {"homo": (self.gd_homo, homo), "hetero": (self.gd_hetero, hetero)}
         losses: dict[str, torch.Tensor] = {}
         for s in SPACES:
-            w = edges[s].weights
-            if self.uniform_routing:
-                w = torch.full_like(w, 1.0 / len(EDGES))
-            losses[f"cdm_{s}"] = self.lambda_cdm * self.match(aux.codes[s], w, self.contrastive_temperature)
+            unit, edges = graphs[s]
+            if unit is not None and edges is not None:  # one modality: nothing to match across
+                w = edges.weights
+                if self.uniform_routing:
+                    w = torch.full_like(w, 1.0 / len(unit.edges))
+                losses[f"cdm_{s}"] = self.lambda_cdm * self.match(aux.codes[s], w, self.contrastive_temperature,
+                                                                  edges=unit.edges)
             losses[f"fit_{s}"] = self.lambda_fit * sum(
-                self.dictionaries[s].fit_loss(seqs[s][m], feats.valid[m]) for m in MODALITIES)
+                self.dictionaries[s].fit_loss(seqs[s][m], feats.valid[m]) for m in self.modalities)
             losses[f"use_{s}"] = self.lambda_use * usage_loss(aux.codes[s])
         extras = {f"codes_{s}": aux.codes[s].transpose(0, 1).detach() for s in SPACES}
         return losses, extras

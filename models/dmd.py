@@ -47,6 +47,20 @@ Choices (where we differ from the released code, and why):
   layers are left out, and so is HomoGD's repr term, which the code computes but never adds (it is
   available as ``REPR_DISTANCES["l1"]``). As in the code, W_edge's bias is shared by the 6 edges, so
   their softmax cancels it (it never gets a gradient).
+* **A subset of the modalities** (our addition; the paper always has L, V and A). The modalities are the
+  roles of ``input_dims``, i.e. of the config's ``features:``, or the roles listed in ``modalities``. A
+  single-modality run is the same config with one role: ``--set 'features={audio: audio.opensmile}'`` (only
+  that column is loaded) or ``--set model.modalities=[audio]`` (``make train METHOD=dmd
+  SET="model.modalities=[audio]"``). Every per-modality module exists for those roles only, in the order
+  L, V, A. The heterogeneous branch of m attends to the other present modalities
+  (width d per source: 2d with three, d with two); a lone modality has no source, so its memory
+  transformer reads s_m itself (width d). The common vector g is M d wide and the fusion input F has one
+  f_m per present modality (9d with three). The GD-Units keep the edges among the present modalities
+  (two with two modalities; the softmax and the prior, the softmax of those edges' prior logits, run over
+  them); with one modality there is no graph: no GD-Unit, no GD term, no ``edges_*`` extras, and the stage
+  is marked as that modality's (``Stage.modality``), and the margin loss finds positives only among other
+  samples with an equal label. With all three roles the model is exactly the three-modality one (same
+  modules, same initialisation order, same outputs; tested against the previous implementation).
 * Not in the model (trainer / config matters): the code's 10-batch summed gradient accumulation,
   per-element gradient clamping at 0.6 and ReduceLROnPlateau; see ``configs/dmd/base.yaml``.
 
@@ -77,6 +91,25 @@ EDGE_NAMES: tuple[str, ...] = tuple(f"{'LVA'[i]}->{'LVA'[j]}" for i, j in EDGES)
 # Key/value sources of the cross-modal transformers of each target, in the code's concat order.
 CROSS_SOURCES: dict[str, tuple[str, str]] = {"text": ("audio", "video"), "audio": ("text", "video"),
                                              "video": ("text", "audio")}
+
+
+def present_modalities(roles: Sequence[str]) -> tuple[str, ...]:
+    """The roles of ``roles`` in the code's order L, V, A (a model on a subset keeps that order)."""
+    unknown = sorted(set(roles) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}; DMD/DHMD read a subset of {MODALITIES}")
+    return tuple(m for m in MODALITIES if m in roles)
+
+
+def subset_edges(modalities: Sequence[str]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """The directed edges among ``modalities`` (a subset of ``MODALITIES`` in that order).
+
+    Returns (ids, pairs): ``ids`` index ``EDGES`` / ``EDGE_NAMES`` (to pick prior logits), ``pairs`` are the
+    same edges as (teacher, student) positions into the stacked per-modality tensors [M, ...]. All three
+    modalities give ``range(6)`` and ``EDGES`` itself; one modality gives no edge."""
+    index = {MODALITIES.index(m): k for k, m in enumerate(modalities)}
+    kept = [(x, (index[i], index[j])) for x, (i, j) in enumerate(EDGES) if i in index and j in index]
+    return tuple(x for x, _ in kept), tuple(pair for _, pair in kept)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,7 +152,8 @@ def prepare_sequence(batch: dict[str, torch.Tensor], role: str, dim: int, seq_le
 
     Returns the features [B, seq_len, D] and the real lengths [B] (capped at ``seq_len``)."""
     if role not in batch:
-        raise KeyError(f"batch has no {role!r} features (keys: {sorted(batch)}); DMD/DHMD need text, audio and video")
+        raise KeyError(f"batch has no {role!r} features (keys: {sorted(batch)}); the model reads {role!r} "
+                       f"(its input_dims name it)")
     x = batch[role]
     if x.dim() != 3 or x.size(-1) != dim:
         raise ValueError(f"batch[{role!r}] has shape {tuple(x.shape)}; expected [B, T, {dim}] (input_dims[{role!r}])")
@@ -383,11 +417,14 @@ def repr_l1(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) 
     return ((student - teacher.detach()).abs().sum(1) * weight).mean()
 
 
-def gd_prior(edge_logits: Sequence[float], temperature: float) -> torch.Tensor:
-    """Fixed edge prior pi = softmax(q / temperature) over the 6 edges (order ``EDGE_NAMES``)."""
+def gd_prior(edge_logits: Sequence[float], temperature: float, keep: Sequence[int] | None = None) -> torch.Tensor:
+    """Fixed edge prior pi = softmax(q / temperature) over the 6 edges (order ``EDGE_NAMES``), or over the
+    edges ``keep`` (indices into ``EDGE_NAMES``) of a graph on fewer modalities: their logits, renormalised."""
     q = torch.tensor(list(edge_logits), dtype=torch.float32)
     if q.numel() != len(EDGES):
         raise ValueError(f"a GD prior needs {len(EDGES)} edge logits (order {EDGE_NAMES}), got {q.numel()}")
+    if keep is not None:
+        q = q[list(keep)]
     return torch.softmax(q / temperature, dim=0)
 
 
@@ -408,6 +445,10 @@ class GraphDistillationUnit(nn.Module):
     sum_x mean_b w_x |y_j - sg y_i|_1, L_reg = reg_weight * sum_x (mean_b eps_x - pi_x)^2 and an optional
     repr term ``repr_weight * sum_x repr_distance(r_j, r_i, w_x)``. Teachers are always detached.
 
+    On two modalities (``modalities``, a subset of ``MODALITIES``) the graph has their 2 edges only: the
+    softmax runs over those, and the prior is the softmax of their prior logits (our choice; the paper
+    always has three modalities). A unit needs at least two vertices.
+
     Args:
         num_classes: size of a vertex's prediction (1 for regression).
         repr_dim: size of a vertex's representation.
@@ -418,42 +459,49 @@ class GraphDistillationUnit(nn.Module):
         reg_weight: weight of the prior regulariser.
         repr_distance: name in ``REPR_DISTANCES`` or None (no repr term).
         repr_weight: weight of the repr term.
+        modalities: the vertices, in ``MODALITIES`` order (default all three).
     """
 
     def __init__(self, *, num_classes: int, repr_dim: int, hidden: int, prior_logits: Sequence[float],
                  prior_temperature: float = 0.25, alpha: float = 1 / 8, reg_weight: float = 10.0,
-                 repr_distance: str | None = None, repr_weight: float = 10.0) -> None:
+                 repr_distance: str | None = None, repr_weight: float = 10.0,
+                 modalities: Sequence[str] = MODALITIES) -> None:
         super().__init__()
+        self.modalities = present_modalities(modalities)
+        if len(self.modalities) < 2:
+            raise ValueError(f"a GD-Unit needs at least two modalities, got {self.modalities}")
+        edge_ids, self.edges = subset_edges(self.modalities)
+        self.edge_names = tuple(EDGE_NAMES[x] for x in edge_ids)
         self.w_logit = nn.Linear(num_classes, hidden)
         self.w_repr = nn.Linear(repr_dim, hidden)
         self.w_edge = nn.Linear(4 * hidden, 1)
-        self.register_buffer("prior", gd_prior(prior_logits, prior_temperature), persistent=False)
+        self.register_buffer("prior", gd_prior(prior_logits, prior_temperature, edge_ids), persistent=False)
         self.alpha = alpha
         self.reg_weight = reg_weight
         self.repr_distance = REPR_DISTANCES.get(repr_distance) if repr_distance else None
         self.repr_weight = repr_weight
 
     def forward(self, logits: torch.Tensor, reprs: torch.Tensor) -> GraphEdges:
-        """logits [3, B, C], reprs [3, B, H] in order L, V, A -> edges for every sample."""
-        z = torch.cat([self.w_logit(logits), self.w_repr(reprs)], dim=-1)  # [3, B, 2g]
-        raw = torch.cat([self.w_edge(torch.cat([z[j], z[i]], dim=-1)) for i, j in EDGES], dim=1)  # [B, 6]
+        """logits [M, B, C], reprs [M, B, H] in order L, V, A -> edges [B, E] for every sample."""
+        z = torch.cat([self.w_logit(logits), self.w_repr(reprs)], dim=-1)  # [M, B, 2g]
+        raw = torch.cat([self.w_edge(torch.cat([z[j], z[i]], dim=-1)) for i, j in self.edges], dim=1)  # [B, E]
         eps = torch.softmax(self.alpha * raw, dim=1)
         return GraphEdges(eps=eps, weights=eps + self.prior[None, :])
 
     @staticmethod
-    def logit_distances(logits: torch.Tensor) -> torch.Tensor:
-        """[B, 6] L1 distances |y_j - sg y_i| summed over the logits, one column per edge i -> j."""
-        return torch.stack([(logits[j] - logits[i].detach()).abs().sum(-1) for i, j in EDGES], dim=1)
+    def logit_distances(logits: torch.Tensor, edges: Sequence[tuple[int, int]] = EDGES) -> torch.Tensor:
+        """[B, E] L1 distances |y_j - sg y_i| summed over the logits, one column per edge i -> j."""
+        return torch.stack([(logits[j] - logits[i].detach()).abs().sum(-1) for i, j in edges], dim=1)
 
     def losses(self, logits: torch.Tensor, reprs: torch.Tensor, edges: GraphEdges) -> dict[str, torch.Tensor]:
         """Unweighted GD terms: ``logit``, ``reg`` and (if configured) ``repr``."""
         out = {
-            "logit": (edges.weights * self.logit_distances(logits)).mean(0).sum(),
+            "logit": (edges.weights * self.logit_distances(logits, self.edges)).mean(0).sum(),
             "reg": self.reg_weight * (edges.eps.mean(0) - self.prior).pow(2).sum(),
         }
         if self.repr_distance is not None:
             out["repr"] = self.repr_weight * sum(
-                self.repr_distance(reprs[j], reprs[i], edges.weights[:, x]) for x, (i, j) in enumerate(EDGES))
+                self.repr_distance(reprs[j], reprs[i], edges.weights[:, x]) for x, (i, j) in enumerate(self.edges))
         return out
 
 
@@ -479,18 +527,25 @@ class ResidualHead(nn.Module):
 
 
 class FusionHead(nn.Module):
-    """f_m = sigmoid(W_m h_m), f_c = sigmoid(W_c g); F = [f_L; f_V; f_A; f_c (; extra)]; y = head(F)."""
+    """f_m = sigmoid(W_m h_m), f_c = sigmoid(W_c g); F = [f_L; f_V; f_A; f_c (; extra)]; y = head(F).
 
-    def __init__(self, *, d_model: int, out_dim: int, dropout: float, extra_dim: int = 0) -> None:
+    On a subset of the modalities (``modalities``) F has one f_m per present modality; h_m is
+    ``hetero_dim`` wide (default 2d, the three-modality width) and g is M d wide."""
+
+    def __init__(self, *, d_model: int, out_dim: int, dropout: float, extra_dim: int = 0,
+                 modalities: Sequence[str] = MODALITIES, hetero_dim: int | None = None) -> None:
         super().__init__()
-        self.gates = nn.ModuleDict({m: nn.Linear(2 * d_model, 2 * d_model) for m in MODALITIES})
-        self.gate_common = nn.Linear(3 * d_model, 3 * d_model)
-        self.head = ResidualHead(in_dim=9 * d_model + extra_dim, hidden=9 * d_model + extra_dim,
-                                 out_dim=out_dim, dropout=dropout)
+        self.modalities = present_modalities(modalities)
+        h = 2 * d_model if hetero_dim is None else hetero_dim
+        common = len(self.modalities) * d_model
+        self.gates = nn.ModuleDict({m: nn.Linear(h, h) for m in self.modalities})
+        self.gate_common = nn.Linear(common, common)
+        width = len(self.modalities) * h + common + extra_dim  # 9d with three modalities
+        self.head = ResidualHead(in_dim=width, hidden=width, out_dim=out_dim, dropout=dropout)
 
     def forward(self, hetero_last: dict[str, torch.Tensor], common: torch.Tensor,
                 extra: torch.Tensor | None = None) -> torch.Tensor:
-        parts = [torch.sigmoid(self.gates[m](hetero_last[m])) for m in MODALITIES]
+        parts = [torch.sigmoid(self.gates[m](hetero_last[m])) for m in self.modalities]
         parts.append(torch.sigmoid(self.gate_common(common)))
         if extra is not None:
             parts.append(extra)
@@ -518,33 +573,42 @@ class DMDFeatures:
     homo_seq: dict[str, torch.Tensor]
     hetero_seq: dict[str, torch.Tensor]
     hetero_last: dict[str, torch.Tensor]
-    common: torch.Tensor  # g = [g_L; g_V; g_A]
+    common: torch.Tensor  # g = [g_L; g_V; g_A] (the present modalities' g_m)
     logits_common: torch.Tensor
-    logits_homo: torch.Tensor  # [3, B, C], order L, V, A
-    reprs_homo: torch.Tensor  # [3, B, d]
-    logits_hetero: torch.Tensor  # [3, B, C]
-    reprs_hetero: torch.Tensor  # [3, B, 2d]
+    logits_homo: torch.Tensor  # [M, B, C], order L, V, A (M = 3 unless the model reads fewer modalities)
+    reprs_homo: torch.Tensor  # [M, B, d]
+    logits_hetero: torch.Tensor  # [M, B, C]
+    reprs_hetero: torch.Tensor  # [M, B, hetero_dim] (2d with three modalities)
 
 
 class DMDBackbone(nn.Module):
     """Projection, decoupling, homogeneous and heterogeneous branches and the fusion head (spec §2).
 
     ``encode`` runs everything up to the fusion input; ``fusion`` is a separate module so that DHMD can
-    widen it. See ``DMD`` for the arguments."""
+    widen it. See ``DMD`` for the arguments. The modalities are the roles of ``input_dims`` (in the order
+    L, V, A): every per-modality module exists for those only. The heterogeneous branch of modality m
+    attends to the other present modalities (``cross_sources``); its width is ``hetero_dim`` = d times
+    their number (2d with three modalities, d with two). A lone modality has no source: its memory
+    transformer reads s_m itself (width d)."""
 
     def __init__(self, *, input_dims: dict[str, int], out_dim: int, seq_len: int, d_model: int, num_heads: int,
                  num_layers: int, kernel_sizes: dict[str, int], text_dropout: float, embed_dropout: float,
                  attn_dropout: float, attn_dropout_audio: float, attn_dropout_video: float, relu_dropout: float,
                  res_dropout: float, output_dropout: float, causal_mask: bool, input_standardize: bool) -> None:
         super().__init__()
-        self.input_dims = {m: int(input_dims[m]) for m in MODALITIES}
-        self.standardize = nn.ModuleDict({m: MaskedStandardizer(self.input_dims[m]) for m in MODALITIES}
+        self.modalities = present_modalities(list(input_dims))
+        mods = self.modalities
+        self.input_dims = {m: int(input_dims[m]) for m in mods}
+        self.standardize = nn.ModuleDict({m: MaskedStandardizer(self.input_dims[m]) for m in mods}
                                          ) if input_standardize else None
         self.seq_len = seq_len
-        self.kernel_sizes = {m: int(kernel_sizes[m]) for m in MODALITIES}
-        self.steps = {m: seq_len - self.kernel_sizes[m] + 1 for m in MODALITIES}  # T'_m
+        self.d_model = d_model
+        self.kernel_sizes = {m: int(kernel_sizes[m]) for m in mods}
+        self.steps = {m: seq_len - self.kernel_sizes[m] + 1 for m in mods}  # T'_m
+        self.cross_sources = {m: tuple(src for src in CROSS_SOURCES[m] if src in mods) for m in mods}
+        self.hetero_dim = d_model * max(1, len(mods) - 1)
         self.text_dropout = nn.Dropout(text_dropout)
-        d = d_model
+        d, h = d_model, self.hetero_dim
         attn_rate = {"text": attn_dropout, "audio": attn_dropout_audio, "video": attn_dropout_video}
 
         def encoder(dim: int, rate: float) -> MulTEncoder:
@@ -554,28 +618,30 @@ class DMDBackbone(nn.Module):
 
         # §2.1-2.2: temporal projection, shared / private encoders, decoders (no biases anywhere)
         self.proj = nn.ModuleDict({m: nn.Conv1d(self.input_dims[m], d, self.kernel_sizes[m], bias=False)
-                                   for m in MODALITIES})
-        self.enc_private = nn.ModuleDict({m: nn.Linear(d, d, bias=False) for m in MODALITIES})
+                                   for m in mods})
+        self.enc_private = nn.ModuleDict({m: nn.Linear(d, d, bias=False) for m in mods})
         self.enc_shared = nn.Linear(d, d, bias=False)
-        self.decoder = nn.ModuleDict({m: nn.Linear(2 * d, d, bias=False) for m in MODALITIES})
+        self.decoder = nn.ModuleDict({m: nn.Linear(2 * d, d, bias=False) for m in mods})
         # §2.3: homogeneous branch
-        self.margin_proj = nn.ModuleDict({m: nn.Linear(self.steps[m] * d, d) for m in MODALITIES})
+        self.margin_proj = nn.ModuleDict({m: nn.Linear(self.steps[m] * d, d) for m in mods})
         self.homo_head = nn.ModuleDict({m: ResidualHead(in_dim=self.steps[m] * d, hidden=d, out_dim=out_dim,
-                                                        dropout=output_dropout) for m in MODALITIES})
-        self.homo_self = nn.ModuleDict({m: encoder(d, attn_rate[m]) for m in MODALITIES})
-        self.common_head = ResidualHead(in_dim=3 * d, hidden=3 * d, out_dim=out_dim, dropout=output_dropout)
+                                                        dropout=output_dropout) for m in mods})
+        self.homo_self = nn.ModuleDict({m: encoder(d, attn_rate[m]) for m in mods})
+        self.common_head = ResidualHead(in_dim=len(mods) * d, hidden=len(mods) * d, out_dim=out_dim,
+                                        dropout=output_dropout)
         # §2.4: heterogeneous branch; the source modality sets a cross-modal block's attention dropout
         self.cross = nn.ModuleDict({f"{m}_{src}": encoder(d, attn_rate[src])
-                                    for m in MODALITIES for src in CROSS_SOURCES[m]})
-        self.memory = nn.ModuleDict({m: encoder(2 * d, attn_dropout) for m in MODALITIES})
-        self.hetero_head = nn.ModuleDict({m: ResidualHead(in_dim=2 * d, hidden=2 * d, out_dim=out_dim,
-                                                          dropout=output_dropout) for m in MODALITIES})
+                                    for m in mods for src in self.cross_sources[m]})
+        self.memory = nn.ModuleDict({m: encoder(h, attn_dropout) for m in mods})
+        self.hetero_head = nn.ModuleDict({m: ResidualHead(in_dim=h, hidden=h, out_dim=out_dim,
+                                                          dropout=output_dropout) for m in mods})
         # §2.6: fusion
-        self.fusion = FusionHead(d_model=d, out_dim=out_dim, dropout=output_dropout)
+        self.fusion = FusionHead(d_model=d, out_dim=out_dim, dropout=output_dropout, modalities=mods, hetero_dim=h)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> DMDFeatures:
+        mods = self.modalities
         proj, lengths, valid = {}, {}, {}
-        for m in MODALITIES:
+        for m in mods:
             x, n = prepare_sequence(batch, m, self.input_dims[m], self.seq_len)
             if self.standardize is not None:
                 x = self.standardize[m](x, length_mask(n, self.seq_len))
@@ -587,22 +653,24 @@ class DMDBackbone(nn.Module):
             y = self.proj[m](x.transpose(1, 2)).transpose(1, 2)  # [B, T'_m, d]
             proj[m] = y * valid[m][..., None].to(y.dtype)  # windows running into the padding are dropped
 
-        s = {m: self.enc_private[m](proj[m]) for m in MODALITIES}
-        c = {m: self.enc_shared(proj[m]) for m in MODALITIES}
-        recon = {m: self.decoder[m](torch.cat([s[m], c[m]], dim=-1)) for m in MODALITIES}
-        s_cycle = {m: self.enc_private[m](recon[m]) for m in MODALITIES}
+        s = {m: self.enc_private[m](proj[m]) for m in mods}
+        c = {m: self.enc_shared(proj[m]) for m in mods}
+        recon = {m: self.decoder[m](torch.cat([s[m], c[m]], dim=-1)) for m in mods}
+        s_cycle = {m: self.enc_private[m](recon[m]) for m in mods}
 
-        b = proj["text"].size(0)
-        margin_vec = {m: self.margin_proj[m](c[m].transpose(1, 2).reshape(b, -1)) for m in MODALITIES}  # channel-major
-        homo = {m: self.homo_head[m](c[m].reshape(b, -1)) for m in MODALITIES}  # time-major flatten
-        homo_seq = {m: self.homo_self[m](c[m], lengths[m]) for m in MODALITIES}
-        common = torch.cat([last_valid(homo_seq[m], lengths[m]) for m in MODALITIES], dim=1)
+        b = proj[mods[0]].size(0)
+        margin_vec = {m: self.margin_proj[m](c[m].transpose(1, 2).reshape(b, -1)) for m in mods}  # channel-major
+        homo = {m: self.homo_head[m](c[m].reshape(b, -1)) for m in mods}  # time-major flatten
+        homo_seq = {m: self.homo_self[m](c[m], lengths[m]) for m in mods}
+        common = torch.cat([last_valid(homo_seq[m], lengths[m]) for m in mods], dim=1)
         logits_common = self.common_head(common)[2]
 
         hetero_seq, hetero_last, hetero = {}, {}, {}
-        for m in MODALITIES:
-            crossed = [self.cross[f"{m}_{src}"](s[m], lengths[m], s[src], lengths[src]) for src in CROSS_SOURCES[m]]
-            hetero_seq[m] = self.memory[m](torch.cat(crossed, dim=-1), lengths[m])
+        for m in mods:
+            crossed = [self.cross[f"{m}_{src}"](s[m], lengths[m], s[src], lengths[src])
+                       for src in self.cross_sources[m]]
+            memory_in = torch.cat(crossed, dim=-1) if crossed else s[m]  # a lone modality: s_m itself
+            hetero_seq[m] = self.memory[m](memory_in, lengths[m])
             hetero_last[m] = last_valid(hetero_seq[m], lengths[m])
             hetero[m] = self.hetero_head[m](hetero_last[m])
 
@@ -610,10 +678,10 @@ class DMDBackbone(nn.Module):
             proj=proj, s=s, c=c, recon=recon, s_cycle=s_cycle, lengths=lengths, valid=valid, margin_vec=margin_vec,
             homo_seq=homo_seq, hetero_seq=hetero_seq, hetero_last=hetero_last, common=common,
             logits_common=logits_common,
-            logits_homo=torch.stack([homo[m][2] for m in MODALITIES]),
-            reprs_homo=torch.stack([homo[m][0] for m in MODALITIES]),
-            logits_hetero=torch.stack([hetero[m][2] for m in MODALITIES]),
-            reprs_hetero=torch.stack([hetero[m][1] for m in MODALITIES]),
+            logits_homo=torch.stack([homo[m][2] for m in mods]),
+            reprs_homo=torch.stack([homo[m][0] for m in mods]),
+            logits_hetero=torch.stack([hetero[m][2] for m in mods]),
+            reprs_hetero=torch.stack([hetero[m][1] for m in mods]),
         )
 
 
@@ -628,7 +696,8 @@ class DMD(Method):
     Defaults are the code's CMU-MOSEI setting (``configs/dmd/base.yaml``; ``mosi.yaml`` holds MOSI's).
 
     Args:
-        input_dims: feature size per role ("text", "audio", "video"), from the cache.
+        input_dims: feature size per role, from the cache: "text", "audio", "video" or a subset of them (a
+            single- or two-modality model; see "A subset of the modalities" in the module docstring).
         num_classes: 1 = regression on ``batch["score"]`` (L1, outputs ``preds`` [B]); >= 2 =
             classification on ``batch["label"]`` (cross-entropy, outputs ``logits`` [B, C]).
         seq_len: steps every modality is cut / zero-padded to inside the model (heads are sized
@@ -636,7 +705,9 @@ class DMD(Method):
         d_model: width d of the projected features (MOSI 50, MOSEI 30).
         num_heads: attention heads (MOSI 10, MOSEI 6); must divide ``d_model``.
         num_layers: layers of every transformer (the code's max(nlevels, 3) = 4).
-        kernel_sizes: temporal conv kernel per role (MOSI 5/5/5; MOSEI text 5, audio 1, video 3).
+        kernel_sizes: temporal conv kernel per role (MOSI 5/5/5; MOSEI text 5, audio 1, video 3); roles
+            the model does not read are ignored.
+        modalities: the roles the model reads, a subset of ``input_dims``' roles (None = all of them).
         text_dropout: dropout on the text features.
         embed_dropout: embedding dropout of the transformers.
         attn_dropout: attention dropout when the key/value source is text, and in memory transformers.
@@ -679,17 +750,27 @@ class DMD(Method):
                  gd_prior_hetero: Sequence[float] = (0, 0, 1, 0, 1, 1), gd_prior_temperature: float = 0.25,
                  gd_alpha: float = 1 / 8, gd_reg_weight: float = 10.0, gd_repr_weight: float = 10.0,
                  margin_scale: float = 0.15, ort_mode: str = "per_sample", lambda_gd: float = 0.05,
-                 lambda_dec: float = 0.1, gamma_dec: float = 0.1) -> None:
+                 lambda_dec: float = 0.1, gamma_dec: float = 0.1, modalities: Sequence[str] | None = None) -> None:
         super().__init__()
         kernel_sizes = dict(kernel_sizes or {"text": 5, "audio": 1, "video": 3})
-        missing = [m for m in MODALITIES if m not in input_dims or m not in kernel_sizes]
+        if modalities is not None:
+            without = [m for m in modalities if m not in input_dims]
+            if without:
+                raise ValueError(f"modalities {list(modalities)} name roles without features {without}; "
+                                 f"input_dims (the config's features:) has {sorted(input_dims)}")
+            input_dims = {m: input_dims[m] for m in modalities}
+        modalities = present_modalities(list(input_dims))
+        if not modalities:
+            raise ValueError(f"input_dims names no role; give a size for one or more of {MODALITIES}")
+        missing = [m for m in modalities if m not in kernel_sizes]
         if missing:
-            raise ValueError(f"input_dims and kernel_sizes need every role {MODALITIES}; missing {missing}")
+            raise ValueError(f"kernel_sizes needs every role of input_dims {modalities}; missing {missing}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = regression), got {num_classes}")
-        too_long = {m: k for m, k in kernel_sizes.items() if k > seq_len}
+        too_long = {m: kernel_sizes[m] for m in modalities if kernel_sizes[m] > seq_len}
         if too_long:
             raise ValueError(f"seq_len {seq_len} is shorter than the conv kernels {too_long}")
+        self.modalities = modalities
         self.num_classes = num_classes
         self.margin_scale = margin_scale
         self.ort_loss = ORT_LOSSES.get(ort_mode)
@@ -700,22 +781,33 @@ class DMD(Method):
             embed_dropout=embed_dropout, attn_dropout=attn_dropout, attn_dropout_audio=attn_dropout_audio,
             attn_dropout_video=attn_dropout_video, relu_dropout=relu_dropout, res_dropout=res_dropout,
             output_dropout=output_dropout, causal_mask=causal_mask, input_standardize=input_standardize)
-        gd_common = dict(num_classes=num_classes, prior_temperature=gd_prior_temperature, alpha=gd_alpha,
-                         reg_weight=gd_reg_weight, repr_weight=gd_repr_weight)
-        self.gd_homo = GraphDistillationUnit(repr_dim=d_model, hidden=gd_hidden_homo, prior_logits=gd_prior_homo,
-                                             repr_distance=None, **gd_common)
-        self.gd_hetero = GraphDistillationUnit(repr_dim=2 * d_model, hidden=gd_hidden_hetero,
-                                               prior_logits=gd_prior_hetero, repr_distance="min_cosine", **gd_common)
+        # A graph needs two vertices: a single-modality model has no GD-Units (and no GD terms).
+        self.gd_homo: GraphDistillationUnit | None = None
+        self.gd_hetero: GraphDistillationUnit | None = None
+        if len(modalities) >= 2:
+            gd_common = dict(num_classes=num_classes, prior_temperature=gd_prior_temperature, alpha=gd_alpha,
+                             reg_weight=gd_reg_weight, repr_weight=gd_repr_weight, modalities=modalities)
+            self.gd_homo = GraphDistillationUnit(repr_dim=d_model, hidden=gd_hidden_homo, prior_logits=gd_prior_homo,
+                                                 repr_distance=None, **gd_common)
+            self.gd_hetero = GraphDistillationUnit(repr_dim=self.backbone.hetero_dim, hidden=gd_hidden_hetero,
+                                                   prior_logits=gd_prior_hetero, repr_distance="min_cosine",
+                                                   **gd_common)
 
     @property
     def is_regression(self) -> bool:
         return self.num_classes == 1
 
     def stages(self) -> list[Stage]:
-        return [Stage("main", tuple(self.param_groups_all()), eval_head="preds" if self.is_regression else "logits")]
+        """One "main" stage; a model on one modality marks it as that modality's (unimodal) head."""
+        lone = self.modalities[0] if len(self.modalities) == 1 else None
+        return [Stage("main", tuple(self.param_groups_all()), eval_head="preds" if self.is_regression else "logits",
+                      modality=lone)]
 
     def param_groups_all(self) -> dict[str, nn.Module]:
-        return {"backbone": self.backbone, "gd_homo": self.gd_homo, "gd_hetero": self.gd_hetero}
+        groups: dict[str, nn.Module] = {"backbone": self.backbone}
+        if self.gd_homo is not None and self.gd_hetero is not None:
+            groups.update(gd_homo=self.gd_homo, gd_hetero=self.gd_hetero)
+        return groups
 
     # -- hooks that DHMD overrides (DMD: no-ops) -------------------------------------------------------
     def auxiliary(self, feats: DMDFeatures) -> Any:
@@ -726,9 +818,9 @@ class DMD(Method):
         """Extra fusion input (None in DMD)."""
         return None
 
-    def extra_losses(self, feats: DMDFeatures, aux: Any, homo: GraphEdges, hetero: GraphEdges
+    def extra_losses(self, feats: DMDFeatures, aux: Any, homo: GraphEdges | None, hetero: GraphEdges | None
                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Extra weighted losses and extras (none in DMD)."""
+        """Extra weighted losses and extras (none in DMD). ``homo`` / ``hetero`` are None on one modality."""
         return {}, {}
 
     # -- forward ---------------------------------------------------------------------------------
@@ -752,34 +844,41 @@ class DMD(Method):
         feats = self.backbone.encode(batch)
         aux = self.auxiliary(feats)
         out = self.backbone.fusion(feats.hetero_last, feats.common, self.fusion_extra(feats, aux))
-        edges_homo = self.gd_homo(feats.logits_homo, feats.reprs_homo)
-        edges_hetero = self.gd_hetero(feats.logits_hetero, feats.reprs_hetero)
+        edges_homo = edges_hetero = None
+        if self.gd_homo is not None and self.gd_hetero is not None:
+            edges_homo = self.gd_homo(feats.logits_homo, feats.reprs_homo)
+            edges_hetero = self.gd_hetero(feats.logits_hetero, feats.reprs_hetero)
 
+        mods = self.modalities
         losses: dict[str, torch.Tensor] = {}
         targets = self._targets(batch)
         if targets is not None:
             y, labeled = targets
             losses["task"] = task_loss(out, y, labeled)
             losses["task_common"] = task_loss(feats.logits_common, y, labeled)
-            losses["task_homo"] = sum(task_loss(feats.logits_homo[k], y, labeled) for k in range(3))
-            losses["task_hetero"] = sum(task_loss(feats.logits_hetero[k], y, labeled) for k in range(3))
-            mar_feats = torch.stack([feats.margin_vec[m][labeled] for m in MODALITIES], dim=1).flatten(0, 1)
-            mar_labels = y[labeled].float().repeat_interleave(len(MODALITIES))
+            losses["task_homo"] = sum(task_loss(feats.logits_homo[k], y, labeled) for k in range(len(mods)))
+            losses["task_hetero"] = sum(task_loss(feats.logits_hetero[k], y, labeled) for k in range(len(mods)))
+            mar_feats = torch.stack([feats.margin_vec[m][labeled] for m in mods], dim=1).flatten(0, 1)
+            mar_labels = y[labeled].float().repeat_interleave(len(mods))
             losses["mar"] = self.lambda_dec * self.gamma_dec * margin_loss(mar_feats, mar_labels, self.margin_scale)
         v = feats.valid
-        losses["rec"] = self.lambda_dec * sum(masked_mse(feats.recon[m], feats.proj[m], v[m]) for m in MODALITIES)
-        losses["cyc"] = self.lambda_dec * sum(masked_mse(feats.s[m], feats.s_cycle[m], v[m]) for m in MODALITIES)
+        losses["rec"] = self.lambda_dec * sum(masked_mse(feats.recon[m], feats.proj[m], v[m]) for m in mods)
+        losses["cyc"] = self.lambda_dec * sum(masked_mse(feats.s[m], feats.s_cycle[m], v[m]) for m in mods)
         losses["ort"] = self.lambda_dec * self.gamma_dec * sum(
-            self.ort_loss(feats.s[m], feats.c[m], v[m]) for m in MODALITIES)
+            self.ort_loss(feats.s[m], feats.c[m], v[m]) for m in mods)
+        extras: dict[str, torch.Tensor] = {}
         for name, unit, edges, logits, reprs in (
                 ("homo", self.gd_homo, edges_homo, feats.logits_homo, feats.reprs_homo),
                 ("hetero", self.gd_hetero, edges_hetero, feats.logits_hetero, feats.reprs_hetero)):
+            if unit is None or edges is None:
+                continue
             for term, value in unit.losses(logits, reprs, edges).items():
                 losses[f"gd_{name}_{term}"] = self.lambda_gd * value
+            extras[f"edges_{name}"] = edges.eps.detach()
 
-        extra_losses, extras = self.extra_losses(feats, aux, edges_homo, edges_hetero)
+        extra_losses, more_extras = self.extra_losses(feats, aux, edges_homo, edges_hetero)
         losses.update(extra_losses)
-        extras = {"edges_homo": edges_homo.eps.detach(), "edges_hetero": edges_hetero.eps.detach(), **extras}
+        extras.update(more_extras)
         if self.is_regression:
             return MethodOutput(preds=out[:, 0], losses=losses, extras=extras)
         return MethodOutput(logits=out, losses=losses, extras=extras)

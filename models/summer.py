@@ -42,6 +42,23 @@ the constructor never sees the data, and the label order depends on the cache, s
 weights of SDT are not hard-coded. ``input_standardize`` (default on) z-scores each input dimension inside the
 model, as CMATH does, because raw openSMILE functionals have very unequal scales; rows flagged ``<role>_missing``
 are set to zero (= the mean after standardizing) and left out of the statistics.
+
+Modality subsets and single-modality runs. ``modalities: null`` (the default, also in ``configs/summer/base.yaml``)
+means "every role in ``input_dims``", i.e. every role the config's ``features:`` names; ``teacher_modality: null``
+means text when the student reads text, else the student's first modality. So a single-modality run is one override,
+and its teacher is a teacher of that same modality (no other modality is ever read)::
+
+    python -m pipeline train --method summer --corpus demo-meld --set features='{video: video.densenet}'
+    make train METHOD=summer SET="model.modalities=[video]"     # the same model; the other columns stay unread
+
+(``features:`` naming one role loads only that column; ``model.modalities`` has no spaces, so it passes through
+``make``'s ``SET``.) An explicit ``teacher_modality`` may be any role of ``input_dims`` (e.g. a text teacher for an
+audio-visual student).
+
+With one student modality nothing cross-modal is built: HCMF level 2 (DynAttn cross-attentions, their norms and
+the F^m projections) and the level-3 concatenation projection vanish, F^m = Z^m and F = F^m; the level-3 global
+SDMoE (or, with ``use_hcmf: false``, the self-attention block) still runs over the one stream. No DynAttn means no
+teacher guidance (and no ``phi``); the teacher is still trained and distils through the KD terms.
 """
 from __future__ import annotations
 
@@ -55,7 +72,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.base import Method, MethodOutput, Stage, register_method
 from models.cmath import (MODALITY_ORDER, AttentionInfo, MaskedStandardize, MultiHeadAttention, SpeakerPosition,
-                          check_dialogue_batch, feature_rows, masked_cross_entropy, masked_kl, masked_mean)
+                          check_dialogue_batch, feature_rows, masked_cross_entropy, masked_kl, masked_mean,
+                          resolve_modalities)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Routing rules and gates (S2.2)
@@ -281,7 +299,10 @@ class StudentOutput:
 
 
 class Student(nn.Module):
-    """Multimodal student: input layer, level-1 SDMoEs, level-2 DynAttn cross-modal fusion, level-3 global MoE."""
+    """Multimodal student: input layer, level-1 SDMoEs, level-2 DynAttn cross-modal fusion, level-3 global MoE.
+
+    With one modality the level-2 modules and the level-3 concatenation projection are not built (F = Z^m).
+    """
 
     def __init__(self, *, input_dims: dict[str, int], d_model: int, num_speakers: int, heads: int, num_classes: int,
                  dropout: float, moe: dict[str, float | int | str], use_hcmf: bool, use_global_moe: bool,
@@ -297,13 +318,14 @@ class Student(nn.Module):
                                     for m in self.modalities})
         self.dropout = nn.Dropout(dropout)
         self.pairs = [(m, s) for m in self.modalities for s in self.modalities if s != m] if use_hcmf else []
+        crossing = bool(self.pairs)  # level 2 exists only with HCMF and two or more modalities
         self.cross = nn.ModuleDict({f"{s}_to_{m}": DynAttn(d_model=d_model, heads=heads, dropout=dropout,
                                                            threshold=mask_threshold, phi_init=phi_init,
                                                            guided=dyn_attn) for m, s in self.pairs})
         self.cross_norm = nn.ModuleDict({f"{s}_to_{m}": nn.LayerNorm(d_model) for m, s in self.pairs})
         self.modality_fuse = (nn.ModuleDict({m: nn.Linear(n * d_model, d_model) for m in self.modalities})
-                              if use_hcmf else None)
-        self.global_fuse = nn.Linear(n * d_model, d_model)
+                              if crossing else None)
+        self.global_fuse = nn.Linear(n * d_model, d_model) if n > 1 else None
         self.global_moe = (SDMoE(d_model=d_model, heads=heads, dropout=dropout, **moe)  # type: ignore[arg-type]
                            if use_hcmf and use_global_moe else None)
         self.context_attention = (None if use_hcmf else
@@ -329,7 +351,10 @@ class Student(nn.Module):
             streams = {m: self.modality_fuse[m](torch.cat(crossed[m], -1)) for m in self.modalities}
         else:
             streams = z
-        fused = self.global_fuse(torch.cat([streams[m] for m in self.modalities], -1))  # level 3
+        if self.global_fuse is not None:  # level 3
+            fused = self.global_fuse(torch.cat([streams[m] for m in self.modalities], -1))
+        else:  # one modality: F = F^m
+            fused = streams[self.modalities[0]]
         if self.global_moe is not None:
             out = self.global_moe(fused, mask, lengths)
             fused, gates["global"] = out.y, out.gates
@@ -380,8 +405,10 @@ class SUMMER(Method):
     Args:
         input_dims: feature size per role, from the cache.
         num_classes: number of emotion classes.
-        modalities: student roles, a subset of text/audio/video.
-        teacher_modality: the unimodal teacher's role (paper: text).
+        modalities: student roles, a subset of text/audio/video; None = every role of ``input_dims`` (the config's
+            ``features:``). One role = a single-modality run (module docstring).
+        teacher_modality: the unimodal teacher's role (paper: text); None = text if the student reads text, else the
+            student's first modality.
         d_model: model width d (shared by teacher and student, so C_T applies to student features).
         num_speakers: speaker embedding rows (2 IEMOCAP, 9 MELD); larger ids share the last row.
         heads: attention heads (divide d_model).
@@ -413,7 +440,7 @@ class SUMMER(Method):
     TASKS = ("classification",)
 
     def __init__(self, *, input_dims: dict[str, int], num_classes: int,
-                 modalities: list[str] | tuple[str, ...] = MODALITY_ORDER, teacher_modality: str = "text",
+                 modalities: list[str] | tuple[str, ...] | None = None, teacher_modality: str | None = None,
                  d_model: int = 256, num_speakers: int = 9, heads: int = 8, num_experts: int = 8,
                  route_rule: str = "band", route_k: float = 2.0, gumbel_tau: float = 1.0, dropout: float = 0.5,
                  input_standardize: bool = True, use_ikd: bool = True, use_hcmf: bool = True,
@@ -423,9 +450,11 @@ class SUMMER(Method):
                  w_smooth: float = 1.0, w_feat: float = 1.0, kd_temperature: float = 2.0, smooth_eps: float = 0.1,
                  class_weights: list[float] | None = None) -> None:
         super().__init__()
-        if not modalities or any(m not in MODALITY_ORDER for m in modalities):
-            raise ValueError(f"summer: modalities must be a non-empty subset of {MODALITY_ORDER}, got {modalities}")
-        self.modalities = tuple(m for m in MODALITY_ORDER if m in modalities)
+        self.modalities = resolve_modalities(modalities, input_dims, "summer")
+        if teacher_modality is None:
+            teacher_modality = "text" if "text" in self.modalities else self.modalities[0]
+        if teacher_modality not in MODALITY_ORDER:
+            raise ValueError(f"summer: teacher_modality must be one of {MODALITY_ORDER}, got {teacher_modality!r}")
         self.teacher_modality = teacher_modality
         needed = set(self.modalities) | ({teacher_modality} if use_ikd else set())
         missing = sorted(m for m in needed if m not in input_dims)
@@ -439,7 +468,7 @@ class SUMMER(Method):
         self.w_ce, self.w_smooth, self.smooth_eps = w_ce, w_smooth, smooth_eps
         self.w_cross_kd, self.w_align, self.w_feat = (w_cross_kd, w_align, w_feat) if use_ikd else (0.0, 0.0, 0.0)
         self.kd_temperature = kd_temperature
-        self.guided = use_ikd and dyn_attn and use_hcmf
+        self.guided = use_ikd and dyn_attn and use_hcmf and len(self.modalities) > 1  # DynAttn needs >= 2 roles
         moe = dict(num_experts=num_experts, route_rule=route_rule, route_k=route_k, gumbel_tau=gumbel_tau)
         self.teacher = (UnimodalTeacher(modality=teacher_modality, input_dim=self.input_dims[teacher_modality],
                                         d_model=d_model, num_speakers=num_speakers, heads=heads,

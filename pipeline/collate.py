@@ -210,8 +210,9 @@ class SequenceDataset(SplitDataset):
         for role, col in self.features.items():
             seq_col = f"{col}.seq"
             raw = self._read_columns(split, [seq_col])[seq_col]
-            seqs = [torch.from_numpy(np.ascontiguousarray(np.asarray(s, dtype=np.float32).reshape(len(s), -1)[:cap]))
-                    for s in raw]
+            # an empty sequence (a row without media, e.g. a MUStARD context turn) reshapes to [0, 0]
+            seqs = [torch.from_numpy(np.ascontiguousarray(
+                        np.asarray(s, dtype=np.float32).reshape(len(s), -1 if len(s) else 0)[:cap])) for s in raw]
             dims = {s.shape[1] for s in seqs if s.shape[0] > 0}
             if len(dims) > 1:
                 raise ValueError(f"{self.source}: column {seq_col!r} mixes frame sizes {sorted(dims)}")

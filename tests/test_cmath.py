@@ -376,7 +376,7 @@ def test_modality_subset_and_sigmoid_gate() -> None:
     batch = make_batch([3, 2], dims={"text": 7})
     out = text_only(batch, "main")
     assert set(out.losses) == {"ce_fused", "ce_text", "re", "mse", "kl"}
-    assert out.extras["gate_text"].shape == (2, 3, 1)
+    assert not any(k.startswith("gate_") for k in out.extras)  # one branch: no gate
     sig = tiny(modalities=["text", "audio"], gate="sigmoid")
     out = sig(make_batch([3, 2]), "main")
     assert out.extras["gate_audio"].shape == (2, 3, 2) and torch.isfinite(out.logits).all()
@@ -384,6 +384,43 @@ def test_modality_subset_and_sigmoid_gate() -> None:
         tiny(gate="nope")
     with pytest.raises(ValueError, match="modalities"):
         tiny(modalities=["smell"])
+
+
+@pytest.mark.parametrize("role", ["text", "audio", "video"])
+def test_single_modality_model_reads_only_its_role_and_builds_nothing_cross_modal(role: str) -> None:
+    model = tiny(input_dims={role: DIMS[role]})  # modalities=None: the roles of input_dims (= features:)
+    assert model.modalities == (role,)
+    names = [n for n, _ in model.named_parameters()]
+    others = [m for m in DIMS if m != role]
+    assert not any(o in n for n in names for o in others), names
+    assert not any("cross" in n or ".gate." in n for n in names), names  # no cross-attention, no Eq. 12 gate
+    assert len(model.cma[role].cross_attn) == 0 and model.cma[role].gate is None
+    assert set(names) < {n for n, _ in tiny().named_parameters()}  # a strict subset of the full model's
+    # the same model as an explicit subset of a three-role input (same seed, same construction order)
+    explicit = tiny(modalities=[role])
+    assert [n for n, _ in explicit.named_parameters()] == names
+    assert all(torch.equal(a, b) for a, b in zip(explicit.state_dict().values(), model.state_dict().values()))
+    model.eval()
+    batch = make_batch([4, 2])
+    out = model(batch, "main")
+    assert set(out.losses) == {"ce_fused", f"ce_{role}", "re", "mse", "kl"}
+    assert torch.equal(out.logits, explicit.eval()(batch, "main").logits)
+    scrambled = dict(batch, **{o: torch.randn_like(batch[o]) * 100 for o in others})
+    assert torch.equal(model(scrambled, "main").logits, out.logits)  # other roles are never read
+    model.train()
+    sum(model(batch, "main").losses.values()).backward()
+    for name, p in model.named_parameters():
+        if name.startswith("speaker_position.speaker"):
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_modalities_must_have_input_dims() -> None:
+    with pytest.raises(KeyError, match="features"):
+        tiny(modalities=["text", "audio"], input_dims={"text": 7})
+    with pytest.raises(ValueError, match="smell"):
+        tiny(input_dims={"text": 7, "smell": 3})
+    assert tiny(input_dims={"video": 6, "audio": 5}).modalities == ("audio", "video")  # canonical order
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -457,6 +494,12 @@ def test_configs_build_the_method(corpus: str | None) -> None:
     method = build_method("cmath", input_dims=DIMS, num_classes=C, **cfg["model"])
     assert [s.name for s in method.stages()] == list(cfg["stages"])
     assert cfg["train"]["optimizer"] == "adam"
+    assert method.modalities == ("text", "audio", "video")  # modalities: null = the roles of features:
+    one = load_config("cmath", corpus, overrides=["features={audio: audio.opensmile}"])  # a single-modality run
+    assert one["features"] == {"audio": "audio.opensmile"}
+    assert build_method("cmath", input_dims={"audio": 5}, num_classes=C, **one["model"]).modalities == ("audio",)
+    via_model = load_config("cmath", corpus, overrides=["model.modalities=[audio]"])  # the make-friendly override
+    assert build_method("cmath", input_dims=DIMS, num_classes=C, **via_model["model"]).modalities == ("audio",)
     if corpus == "meld":
         assert (cfg["model"]["d_model"], cfg["model"]["w_mse"], cfg["model"]["w_kl"]) == (400, 1.0, 1.2)
         assert (cfg["stages"]["main"]["lr"], cfg["stages"]["main"]["batch_size"]) == (2.0e-4, 4)

@@ -333,7 +333,9 @@ def test_iemocap_layout(iemocap: Path) -> None:
     assert sessions == {f"Session{i}" for i in range(1, 6)}
     codes = Counter(t["code"] for t in turns)
     assert set(IEMOCAP_CUES) <= set(codes) and codes["xxx"] + codes["oth"] >= 2
-    assert 50 <= sum(codes[c] for c in IEMOCAP_CUES) <= 100
+    sizes, (lo, hi) = demo.IemocapDemo.default_dialogues, demo.IemocapDemo.default_turns
+    assert lo * sum(sizes.values()) <= sum(codes[c] for c in IEMOCAP_CUES) <= hi * sum(sizes.values())
+    assert Counter(t["session"].name for t in turns if t["code"] == "xxx" or t["code"] == "oth") == sizes  # type: ignore[union-attr]
     for dialog in {t["dialog"] for t in turns}:
         mine = [t for t in turns if t["dialog"] == dialog]
         letters = [str(t["name"]).rsplit("_", 1)[1][0] for t in mine]
@@ -386,7 +388,9 @@ def test_iemocap_cues_measurable(iemocap: Path) -> None:
 def test_mosi_layout(mosi: Path) -> None:
     assert (mosi / "label.csv").read_text(encoding="utf-8").splitlines()[0] == MOSI_HEADER
     rows = _rows(mosi / "label.csv")
-    assert 60 <= len(rows) <= 100
+    sizes = demo.MosiDemo.default_dialogues
+    lo, hi = demo.MosiDemo.default_turns
+    assert lo * sum(sizes.values()) <= len(rows) <= hi * sum(sizes.values())
     videos: dict[str, set[str]] = {}
     for r in rows:
         score = float(r["label"])
@@ -396,7 +400,7 @@ def test_mosi_layout(mosi: Path) -> None:
         assert (mosi / "Raw" / r["video_id"] / f"{r['clip_id']}.mp4").is_file()
         videos.setdefault(r["video_id"], set()).add(r["mode"])
     assert all(len(m) == 1 for m in videos.values())  # a video lives in one mode
-    assert Counter(next(iter(m)) for m in videos.values()) == {"train": 7, "valid": 2, "test": 3}
+    assert Counter(next(iter(m)) for m in videos.values()) == {"train": 26, "valid": 6, "test": 16}
     for mode in ("train", "valid", "test"):
         signs = {r["annotation"] for r in rows if r["mode"] == mode}
         assert {"Positive", "Negative"} <= signs

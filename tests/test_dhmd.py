@@ -13,10 +13,19 @@ from models.dhmd import DHMD, MATCHINGS, SharedDictionary, kl_divergence, usage_
 from models.dmd import DMD, EDGES, GraphEdges, gd_prior
 from pipeline.config import load_config
 
+from conftest import one_torch_thread
+
 DIMS = {"text": 5, "audio": 3, "video": 4}
 TINY = dict(seq_len=9, d_model=8, num_heads=2, num_layers=1, kernel_sizes={"text": 2, "audio": 1, "video": 3},
             gd_hidden_homo=6, gd_hidden_hetero=5, embed_dropout=0.1, attn_dropout=0.1)
 DICT = dict(num_atoms=6)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster on shared cores (see conftest.one_torch_thread)."""
+    with one_torch_thread():
+        yield
 
 
 def tiny_dhmd(num_classes: int = 1, seed: int = 0, **overrides: object) -> DHMD:
@@ -295,15 +304,58 @@ def test_registry_signature_and_configs() -> None:
         build_method("dhmd", input_dims=DIMS, num_classes=1, num_atom=4)
     with pytest.raises(KeyError, match="dictionary matching"):
         tiny_dhmd(matching="nearest")
-    for corpus in ("demo-mosi", "mosi", "mosei", "urfunny", "mustard"):
+    for corpus in ("demo-mosi", "demo-mustard", "mosi", "mosei", "urfunny", "mustard"):
         config = load_config("dhmd", corpus)
         assert config["method"] == "dhmd" and set(config["stages"]) == {"main"}
         assert config["train"]["max_len"] == config["model"]["seq_len"]
-        assert config["train"]["select_metric"] == ("accuracy" if corpus in ("urfunny", "mustard") else "mae")
-        dmd_model = load_config("dmd", corpus)["model"]
+        classification = corpus in ("urfunny", "mustard", "demo-mustard")
+        assert config["train"]["select_metric"] == ("accuracy" if classification else "mae")
+        dmd_config = load_config("dmd", corpus)
+        dmd_model = dmd_config["model"]
         assert {k: v for k, v in config["model"].items() if k in dmd_model} == dmd_model  # same backbone as DMD
+        assert config["stages"] == dmd_config["stages"] and config["train"] == dmd_config["train"]
         built = build_method("dhmd", input_dims=DIMS, num_classes=2, **config["model"])
         if corpus == "demo-mosi":
             with torch.no_grad():
                 out = built.eval()(make_batch(15, steps=20, num_classes=2), "main")
             assert torch.isfinite(sum(out.losses.values()))
+
+
+# --------------------------------------------------------------------------------------------------
+# A subset of the modalities
+# --------------------------------------------------------------------------------------------------
+
+def test_single_modality_dhmd_has_no_matching_but_fits_its_dictionaries() -> None:
+    torch.manual_seed(0)
+    model = DHMD(input_dims={"video": DIMS["video"]}, num_classes=2, **TINY, **DICT, dict_in_fusion=True).train()
+    d = TINY["d_model"]
+    assert model.dictionaries["hetero"].atoms.shape == (6, d)  # h_m is d wide on one modality
+    assert model.backbone.fusion.head.proj1.in_features == 2 * d + (d + d)  # F (2d) + both reconstructions
+    batch = make_batch(16, num_classes=2)
+    batch["label"] = torch.tensor([0, 1, 1, 0])
+    out = model(batch, "main")
+    assert not any(k.startswith(("cdm", "gd_")) for k in out.losses)
+    assert {"fit_homo", "fit_hetero", "use_homo", "use_hetero"} <= set(out.losses)
+    assert out.extras["codes_homo"].shape == (4, 1, 6) and "edges_homo" not in out.extras
+    sum(out.losses.values()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("uniform", [False, True])
+def test_two_modality_routing_follows_the_two_edges(uniform: bool) -> None:
+    torch.manual_seed(0)
+    model = DHMD(input_dims={"text": DIMS["text"], "audio": DIMS["audio"]}, num_classes=1, uniform_routing=uniform,
+                 **TINY, **DICT).eval()
+    batch = make_batch(17)
+    with torch.no_grad():
+        feats = model.backbone.encode(batch)
+        aux = model.auxiliary(feats)
+        edges = model.gd_hetero(feats.logits_hetero, feats.reprs_hetero)
+        out = model(batch, "main")
+    codes = aux.codes["hetero"]  # [2, B, K]: L, A
+    assert codes.shape == (2, 4, 6)
+    w = torch.full((4, 2), 0.5) if uniform else edges.weights
+    expected = ((w[:, 0] * kl_divergence(codes[1], codes[0])).mean()  # A -> L
+                + (w[:, 1] * kl_divergence(codes[0], codes[1])).mean())  # L -> A
+    assert out.losses["cdm_hetero"].item() == pytest.approx(0.05 * expected.item(), rel=1e-5)

@@ -13,13 +13,22 @@ import torch.nn.functional as F
 from models.base import build_method
 from models.dmd import (DMD, EDGES, EDGE_NAMES, MODALITIES, ORT_LOSSES, REPR_DISTANCES, GraphDistillationUnit,
                         MaskedStandardizer, MulTEncoder, causal_allowed, gd_prior, margin_loss, masked_mse,
-                        sinusoidal_positions)
+                        sinusoidal_positions, subset_edges)
 from pipeline.config import load_config
+
+from conftest import one_torch_thread
 
 DIMS = {"text": 6, "audio": 3, "video": 4}
 TINY = dict(seq_len=10, d_model=8, num_heads=2, num_layers=1, kernel_sizes={"text": 3, "audio": 1, "video": 2},
             gd_hidden_homo=6, gd_hidden_hetero=5, embed_dropout=0.1, attn_dropout=0.1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster on shared cores (see conftest.one_torch_thread)."""
+    with one_torch_thread():
+        yield
 
 
 def tiny_model(num_classes: int = 1, seed: int = 0, **overrides: object) -> DMD:
@@ -482,16 +491,146 @@ def test_registry_stages_and_groups() -> None:
         build_method("dmd", input_dims=DIMS, num_classes=1, d_modle=8)
 
 
-@pytest.mark.parametrize("corpus", ["demo-mosi", "mosi", "mosei", "urfunny", "mustard"])
+@pytest.mark.parametrize("corpus", ["demo-mosi", "demo-mustard", "mosi", "mosei", "urfunny", "mustard"])
 def test_configs_bind_and_build(corpus: str) -> None:
     config = load_config("dmd", corpus)
     assert config["method"] == "dmd" and config["default_corpus"] == "demo-mosi"
     assert set(config["stages"]) == {"main"} and config["train"]["max_len"] == config["model"]["seq_len"]
     assert config["features"] == {"text": "text.roberta", "audio": "audio.opensmile", "video": "video.densenet"}
-    assert config["train"]["select_metric"] == ("accuracy" if corpus in ("urfunny", "mustard") else "mae")
+    classification = corpus in ("urfunny", "mustard", "demo-mustard")
+    assert config["train"]["select_metric"] == ("accuracy" if classification else "mae")
     inspect.signature(DMD.__init__).bind(None, input_dims=DIMS, num_classes=1, **config["model"])
     if corpus == "demo-mosi":
         model = build_method("dmd", input_dims=DIMS, num_classes=1, **config["model"])
         gen = torch.Generator().manual_seed(16)
         out = model(labelled(collate(random_items(3, gen), 20), gen, 1), "main")
         assert torch.isfinite(sum(out.losses.values()))
+
+
+# --------------------------------------------------------------------------------------------------
+# A subset of the modalities (single-modality and two-modality runs)
+# --------------------------------------------------------------------------------------------------
+
+def subset_model(roles: tuple[str, ...], num_classes: int = 1, seed: int = 0, **overrides: object) -> DMD:
+    torch.manual_seed(seed)
+    return DMD(input_dims={r: DIMS[r] for r in roles}, num_classes=num_classes, **{**TINY, **overrides})
+
+
+def test_subset_edges_and_prior_by_hand() -> None:
+    assert subset_edges(MODALITIES) == (tuple(range(6)), EDGES)
+    ids, pairs = subset_edges(("text", "audio"))  # L = position 0, A = position 1
+    assert [EDGE_NAMES[x] for x in ids] == ["A->L", "L->A"] and pairs == ((1, 0), (0, 1))
+    ids, pairs = subset_edges(("video", "audio"))
+    assert [EDGE_NAMES[x] for x in ids] == ["A->V", "V->A"] and pairs == ((1, 0), (0, 1))
+    assert subset_edges(("audio",)) == ((), ())
+    # HomoGD q = [0, 0, 1, 0, 1, 0] on L, A keeps q(A->L) = 0, q(L->A) = 1: softmax([0, 4]) = (0.017986, 0.982014)
+    assert torch.allclose(gd_prior([0, 0, 1, 0, 1, 0], 0.25, keep=[1, 4]), torch.tensor([0.017986, 0.982014]),
+                          atol=1e-6)
+    unit = GraphDistillationUnit(num_classes=1, repr_dim=4, hidden=3, prior_logits=[0, 0, 1, 0, 1, 1],
+                                 modalities=("video", "audio"))
+    assert unit.edge_names == ("A->V", "V->A")
+    assert torch.allclose(unit.prior, torch.softmax(torch.tensor([0.0, 4.0]), 0))
+    with torch.no_grad():
+        unit.w_edge.weight.zero_()
+    logits = torch.tensor([0.5, 2.0]).view(2, 1, 1)  # V, A
+    edges = unit(logits, torch.randn(2, 1, 4))
+    assert torch.allclose(edges.eps, torch.full((1, 2), 0.5))
+    # both edges have distance 1.5: L_logit = 1.5 * sum(w) = 1.5 * (1 + 1)
+    assert unit.losses(logits, torch.randn(2, 1, 4), edges)["logit"].item() == pytest.approx(3.0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least two"):
+        GraphDistillationUnit(num_classes=1, repr_dim=4, hidden=3, prior_logits=[0] * 6, modalities=("text",))
+
+
+@pytest.mark.parametrize("role", MODALITIES)
+def test_single_modality_model_reads_only_its_role(role: str) -> None:
+    model = subset_model((role,), num_classes=2).eval()
+    d = TINY["d_model"]
+    assert model.modalities == (role,) and set(model.backbone.proj) == {role}
+    assert model.backbone.hetero_dim == d and not model.backbone.cross  # no other modality to attend to
+    assert model.gd_homo is None and model.gd_hetero is None
+    assert set(model.param_groups_all()) == {"backbone"}
+    (stage,) = model.stages()
+    assert stage.modality == role and stage.eval_head == "logits"
+    assert model.backbone.fusion.head.proj1.in_features == 2 * d  # h_m (d) + g (d)
+    gen = torch.Generator().manual_seed(20)
+    batch = labelled(collate(random_items(5, gen), 8), gen, 2)
+    only = {k: v for k, v in batch.items() if not any(k.startswith(r) for r in MODALITIES if r != role)}
+    changed = dict(batch)
+    for other in MODALITIES:
+        if other != role:
+            changed[other] = torch.randn_like(batch[other]) * 50
+    with torch.no_grad():
+        outs = [model(b, "main") for b in (batch, only, changed)]
+    for out in outs[1:]:  # the other roles are never read
+        assert torch.equal(out.logits, outs[0].logits)
+    assert set(outs[0].losses) == {"task", "task_common", "task_homo", "task_hetero", "mar", "rec", "cyc", "ort"}
+    assert outs[0].extras == {}
+
+
+def test_single_modality_model_learns_and_ignores_padding() -> None:
+    model = subset_model(("audio",), num_classes=2).train()
+    gen = torch.Generator().manual_seed(21)
+    items = random_items(5, gen)
+    batch = labelled(collate(items, 8, garbage=float("nan")), gen, 2)
+    batch["label"] = torch.tensor([0, 1, 0, 1, 1])  # positives and negatives for the margin loss
+    out = model(batch, "main")
+    total = sum(out.losses.values())
+    total.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():
+        a = model(batch, "main")
+        b = model(dict(batch, **{k: v for k, v in collate(items, 13, garbage=None, gen=gen).items()
+                                 if k.startswith("audio")}), "main")
+    assert torch.allclose(a.logits, b.logits, atol=1e-5)
+    for k, v in a.losses.items():
+        assert torch.allclose(v, b.losses[k], atol=1e-5), k
+
+
+def test_two_modality_model_has_a_two_edge_graph() -> None:
+    model = subset_model(("audio", "text"), num_classes=1)  # given order does not matter: L, A
+    d = TINY["d_model"]
+    assert model.modalities == ("text", "audio")
+    assert set(model.backbone.cross) == {"text_audio", "audio_text"} and model.backbone.hetero_dim == d
+    assert model.gd_homo.edge_names == ("A->L", "L->A") and model.gd_hetero.edges == ((1, 0), (0, 1))
+    assert model.backbone.fusion.head.proj1.in_features == 2 * d + 2 * d  # f_L, f_A (d each) + f_c (2d)
+    assert model.backbone.common_head.proj1.in_features == 2 * d
+    gen = torch.Generator().manual_seed(22)
+    batch = labelled(collate(random_items(5, gen), 8), gen, 1)
+    out = model.train()(batch, "main")
+    assert {"gd_homo_logit", "gd_homo_reg", "gd_hetero_logit", "gd_hetero_repr", "gd_hetero_reg"} <= set(out.losses)
+    for k in ("edges_homo", "edges_hetero"):
+        assert out.extras[k].shape == (5, 2) and torch.allclose(out.extras[k].sum(1), torch.ones(5))
+    sum(out.losses.values()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if not name.endswith("w_edge.bias"):
+            assert p.grad.abs().sum() > 0, name
+    torch.manual_seed(0)
+    swapped = DMD(input_dims={"text": DIMS["text"], "audio": DIMS["audio"]}, num_classes=1, **TINY)
+    state = model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in swapped.state_dict().items())  # same modules, same init
+
+
+def test_modalities_argument_picks_roles_of_input_dims() -> None:
+    torch.manual_seed(0)
+    picked = DMD(input_dims=DIMS, num_classes=1, modalities=["video"], **TINY)
+    alone = subset_model(("video",))
+    assert picked.modalities == ("video",)
+    a, b = picked.state_dict(), alone.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="without features"):
+        DMD(input_dims={"text": 4}, num_classes=1, modalities=["audio"], **TINY)
+
+
+def test_subset_inputs_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="smell"):
+        DMD(input_dims={"text": 4, "smell": 2}, num_classes=1, **TINY)
+    with pytest.raises(ValueError, match="names no role"):
+        DMD(input_dims={}, num_classes=1, **TINY)
+    with pytest.raises(ValueError, match="kernel_sizes needs every role"):
+        DMD(input_dims={"audio": 3}, num_classes=1, **{**TINY, "kernel_sizes": {"text": 3}})
+    model = subset_model(("video",))
+    with pytest.raises(KeyError, match="video"):
+        model({"text": torch.randn(2, 5, DIMS["text"])}, "main")

@@ -414,6 +414,51 @@ def test_switched_off_modules_are_not_built() -> None:
         tiny(class_weights=[1.0])
 
 
+@pytest.mark.parametrize("role", ["text", "audio", "video"])
+def test_single_modality_model_reads_only_its_role_and_builds_nothing_cross_modal(role: str) -> None:
+    model = tiny(input_dims={role: DIMS[role]})  # modalities / teacher_modality None: the roles of features:
+    assert model.modalities == (role,) and model.teacher_modality == role
+    assert [s.name for s in model.stages()] == ["teacher", "student"]
+    student = model.student
+    assert len(student.cross) == 0 and len(student.cross_norm) == 0
+    assert student.modality_fuse is None and student.global_fuse is None and student.global_moe is not None
+    others = [m for m in DIMS if m != role]
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(o in n for n in names for o in others) and not any("fuse" in n for n in names), names
+    batch = make_batch([4, 2])
+    scrambled = dict(batch, **{o: torch.randn_like(batch[o]) * 100 for o in others})
+    for stage in ("teacher", "student"):
+        model.eval()
+        out = model(batch, stage)
+        assert torch.equal(model(scrambled, stage).logits, out.logits), stage  # other roles are never read
+    assert "phi" not in out.extras  # no DynAttn, so no guidance
+    assert set(out.losses) == {"ce", "smooth", "cross_kd", "align", "feat"}
+    model.train()
+    sum(model(batch, "student").losses.values()).backward()
+    for name, p in model.student.named_parameters():
+        if name.endswith("speaker_position.speaker.weight"):
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    no_hcmf = tiny(input_dims={role: DIMS[role]}, use_hcmf=False)
+    assert no_hcmf.student.global_fuse is None and no_hcmf.student.context_attention is not None
+    assert torch.isfinite(no_hcmf(batch, "student").logits).all()
+
+
+def test_teacher_and_student_roles() -> None:
+    assert tiny().teacher_modality == "text" and tiny().modalities == ("text", "audio", "video")
+    audio_student = tiny(modalities=["audio"])  # the teacher is one of the student's roles unless named
+    assert audio_student.teacher_modality == "audio" and audio_student.student.modalities == ("audio",)
+    assert tiny(modalities=["audio", "video"], teacher_modality="text").teacher_modality == "text"
+    assert tiny(modalities=["video", "text"]).teacher_modality == "text"
+    assert tiny(teacher_modality="video").teacher.modality == "video"
+    with pytest.raises(ValueError, match="teacher_modality"):
+        tiny(teacher_modality="smell")
+    with pytest.raises(KeyError, match="text"):
+        tiny(input_dims={"audio": 5}, teacher_modality="text")
+    with pytest.raises(KeyError, match="features"):
+        tiny(input_dims={"audio": 5}, modalities=["audio", "video"])
+
+
 # ---------------------------------------------------------------------------------------------------- training
 
 
@@ -475,3 +520,10 @@ def test_configs_build_the_method(corpus: str | None) -> None:
     assert cfg["train"]["optimizer"] == "adam"
     weights = ("w_ce", "w_cross_kd", "w_align", "w_smooth", "w_feat")
     assert all(cfg["model"][w] == 1.0 for w in weights)
+    assert method.modalities == ("text", "audio", "video") and method.teacher_modality == "text"
+    one = load_config("summer", corpus, overrides=["features={video: video.densenet}"])  # a single-modality run
+    single = build_method("summer", input_dims={"video": 6}, num_classes=C, **one["model"])
+    assert single.modalities == ("video",) and single.teacher_modality == "video"
+    via_model = load_config("summer", corpus, overrides=["model.modalities=[video]"])  # the make-friendly override
+    single = build_method("summer", input_dims=DIMS, num_classes=C, **via_model["model"])
+    assert single.modalities == ("video",) and single.teacher_modality == "video"

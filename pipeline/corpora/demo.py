@@ -450,9 +450,12 @@ def idle_frames(n_frames: int, height: int, width: int, noise: float, seed: tupl
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     mask = (((xx - width / 2) / (0.34 * width)) ** 2 + ((yy - height / 2) / (0.4 * height)) ** 2 <= 1.0)[..., None]
-    still = np.where(mask, 0.3 * 255.0, 0.15 * 255.0) * np.ones(3)
-    frames = still[None] + rng.normal(0.0, 6.0 * noise, (n_frames, height, width, 3))
-    return np.clip(frames, 0, 255).astype(np.uint8)
+    still = (np.where(mask, 0.3 * 255.0, 0.15 * 255.0) * np.ones(3)).astype(np.float32)
+    # float32 noise, drawn in place: a whole dialog of frames per half, so this is the IEMOCAP writer's main cost
+    frames = rng.standard_normal((n_frames, height, width, 3), dtype=np.float32)
+    frames *= np.float32(6.0 * noise)
+    frames += still[None]
+    return np.clip(frames, 0, 255, out=frames).astype(np.uint8)
 
 
 def _mux(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sample_rate: int, *,
@@ -641,11 +644,15 @@ def _iemocap_dialog_name(session: int, index: int) -> str:
 @register_layout("iemocap")
 class IemocapDemo(LayoutWriter):
     """IEMOCAP full release: per-dialog EmoEvaluation / transcription files, per-turn wavs and one
-    two-speaker avi per dialog. Each dialog also has one ``xxx`` or ``oth`` turn (dropped by readers)."""
+    two-speaker avi per dialog. Each dialog also has one ``xxx`` or ``oth`` turn (dropped by readers).
+
+    The default size (25 dialogs of 8-12 labelled turns, ~250 utterances: ~160 train, ~45 dev, ~50 test
+    = Session5) is what the six classes need to be learnable on the offline features (CMATH and SUMMER
+    reach a test accuracy of ~0.7 on it); it is written in ~6-12 s on 2 cores."""
 
     name = "iemocap"
-    default_dialogues = {"Session1": 2, "Session2": 1, "Session3": 1, "Session4": 1, "Session5": 2}
-    default_turns = (7, 10)
+    default_dialogues = {"Session1": 5, "Session2": 5, "Session3": 5, "Session4": 5, "Session5": 5}
+    default_turns = (8, 12)
     owned = tuple(f"Session{i}" for i in range(1, 6))
 
     def write(self, root: Path, opts: DemoOptions) -> DemoSummary:
@@ -744,10 +751,14 @@ _YOUTUBE_ID = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 @register_layout("mosi")
 class MosiDemo(LayoutWriter):
     """CMU-MOSI in the MMSA layout: ``label.csv`` and ``Raw/<video_id>/<clip_id>.mp4``.
-    ``n_dialogues`` counts videos per mode (one speaker per video)."""
+    ``n_dialogues`` counts videos per mode (one speaker per video).
+
+    The default size (~300 clips: ~160 train, ~40 valid, ~100 test) is what regression needs to be
+    learnable on the offline features (DMD reaches a test MAE of ~0.5 on it) and leaves ~40 test clips
+    per "cue in another modality" group for the end-to-end fusion test; it is written in ~7 s."""
 
     name = "mosi"
-    default_dialogues = {"train": 7, "valid": 2, "test": 3}
+    default_dialogues = {"train": 26, "valid": 6, "test": 16}
     default_turns = (4, 8)
     owned = ("Raw", "label.csv")
 
