@@ -22,7 +22,9 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-TOP_LEVEL_KEYS = ("method", "default_corpus", "features", "label_set", "model", "stages", "train")
+# ``paper:`` holds the paper's reported numbers for that corpus (``make compare`` shows them beside ours);
+# the trainer ignores it.
+TOP_LEVEL_KEYS = ("method", "default_corpus", "features", "label_set", "model", "stages", "train", "paper")
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 42,
@@ -168,7 +170,7 @@ def validate_config(config: dict[str, Any], where: str = "config") -> None:
             raise ConfigError(f"{where}: unknown top-level key {key!r}; known: {', '.join(TOP_LEVEL_KEYS)}")
     if not config.get("method"):
         raise ConfigError(f"{where}: no `method:` given")
-    for block in ("features", "model", "stages", "train"):
+    for block in ("features", "model", "stages", "train", "paper"):
         if not isinstance(config.get(block, {}), dict):
             raise ConfigError(f"{where}: `{block}:` must be a mapping")
     for key in config.get("train", {}):
