@@ -4,6 +4,8 @@
 # Both install what they need first (make install). Variables can be set on the command line:
 #   make features CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [ENCODERS="roberta opensmile"]
 #   make train METHOD=telme CORPUS=demo-meld SEEDS="0 1 2" SET="stages.fusion.lr=1e-4"
+#   make predict RUN=runs/demo-telme INPUT=clip.mp4 TEXT="transcript" [ARGS="--explain --json p.json"]
+#   make compare CORPUS=demo-meld SEEDS="0 1 2" [EPOCHS=1] [SET="train.eval_batch_size=8"]
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -34,16 +36,21 @@ SEEDS ?=
 SET ?=
 RUNS ?= runs
 RUN ?=
+INPUT ?=
+TEXT ?=
+ARGS ?=
+EPOCHS ?=
+OUT ?=
 DEMO_DATA ?= data/demo
 
 ROOT_ARG := $(if $(ROOT),--root $(ROOT),)
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
-.PHONY: install demo demo-data features train evaluate test bench-features bench-train clean help
+.PHONY: install demo demo-data features train evaluate predict compare test bench-features bench-train clean help
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,10p' Makefile
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +89,20 @@ train: install
 evaluate: install
 	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/<run dir>"; exit 2; }
 	$(PY) -m pipeline evaluate $(RUN)
+
+# Emotions of a new clip (transcript from TEXT or a sidecar .txt) or dialogue (folder with clips + CSV).
+predict: install
+	@test -n "$(RUN)" -a -n "$(INPUT)" || { echo 'usage: make predict RUN=runs/<run dir> INPUT="clip.mp4|dialogue_dir" [TEXT="..."]'; exit 2; }
+	$(PY) -m pipeline predict $(RUN) $(INPUT) $(if $(TEXT),--text "$(TEXT)",) $(ARGS)
+
+# Every method that fits the corpus' cache, SEEDS (default 0 1 2) each, in one table. The cache is built
+# on first use, as for train.
+compare: install
+	@corpus="$(or $(CORPUS),demo-meld)"; \
+	if [[ ! -f "$(CACHE)/$$corpus/meta.json" ]]; then $(MAKE) --no-print-directory features CORPUS=$$corpus || exit 1; fi; \
+	$(PY) -m pipeline compare --corpus $$corpus --cache-root $(CACHE) --seeds $(or $(SEEDS),0 1 2) \
+		$(if $(EPOCHS),--epochs $(EPOCHS),) $(foreach s,$(SET),--set-all $(s)) \
+		--out $(or $(OUT),$(RUNS)/compare-$$corpus-$$(date +%Y%m%d-%H%M%S))
 
 # The README's main command: demo corpus -> offline features -> TelME -> metrics, and where the
 # fused model gets its answers (per-head accuracy by the modality that carries each cue).

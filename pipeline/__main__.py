@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pipeline.train", "train a method on a cache"),
     "evaluate": ("pipeline.evaluate", "re-score a saved run"),
     "analyse": ("pipeline.analysis", "per-head accuracy by where the demo planted each cue"),
+    "predict": ("pipeline.predict", "emotions of a new clip or dialogue under a trained run"),
+    "compare": ("pipeline.compare", "train every method that fits a cache; one table of all"),
 }
 
 

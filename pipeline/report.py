@@ -8,6 +8,8 @@ Per run (or per seed, ``<run>/seed-<n>/``)::
     confusion.png  test (and dev) confusion matrices: colour = row-normalised, text = counts
     curves.png     loss terms and the dev selection metric per epoch, one column per stage
     config.yaml    the resolved config
+    features.json  what ``predict`` needs without the cache: per feature role its column, encoder name,
+                   constructor kwargs, settings and fingerprint, dims; the profile, task and label sets
     run_card.md    command, config, cache + fingerprint, git commit, seeds, metrics, selection rule,
                    Acc2 conventions, random-weight features, library versions
 
@@ -237,6 +239,32 @@ def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache
     return "\n".join(lines)
 
 
+FEATURES_FILE = "features.json"
+FEATURES_FORMAT = 1
+COLUMN_KEYS = ("encoder", "version", "fingerprint", "dim", "settings", "kwargs", "profile", "dtype", "sequence",
+               "uses_history", "random_weights")
+
+
+def run_features(config: dict[str, Any], cache: Any, *, input_dims: dict[str, int] | None = None,
+                 num_classes: int | None = None) -> dict[str, Any]:
+    """The ``features.json`` of a run dir: the cache facts ``predict`` needs to rebuild the same encoders
+    (name + constructor kwargs, checked against the fingerprint) and the same model, copied from the cache
+    meta so the run dir stands alone."""
+    meta = cache.meta
+    columns = meta.get("columns", {})
+    used = {}
+    for col in config.get("features", {}).values():
+        c = columns.get(col, {})
+        used[col] = {k: c.get(k) for k in COLUMN_KEYS}
+    profiles = sorted({str(c["profile"]) for c in used.values() if c.get("profile")})
+    return {"format": FEATURES_FORMAT, "corpus": meta.get("corpus"), "task": cache.task,
+            "label_set": config.get("label_set", "primary"), "label_sets": meta.get("label_sets", {}),
+            "modalities": meta.get("modalities", []), "profile": profiles[0] if len(profiles) == 1 else profiles,
+            "features": dict(config.get("features", {})), "columns": used,
+            "input_dims": dict(input_dims) if input_dims is not None else None, "num_classes": num_classes,
+            "cache": str(cache.path), "cache_fingerprint": cache.fingerprint()}
+
+
 def write_run_reports(run_dir: Path, *, result: dict[str, Any], config: dict[str, Any], cache: Any,
                       info: dict[str, Any]) -> None:
     """All per-run files (see the module docstring)."""
@@ -254,6 +282,8 @@ def write_run_reports(run_dir: Path, *, result: dict[str, Any], config: dict[str
         plot_confusion(result, run_dir / "confusion.png")
     plot_curves(result, run_dir / "curves.png")
     save_config(config, run_dir / "config.yaml")
+    write_json(run_dir / FEATURES_FILE, run_features(config, cache, input_dims=result.get("input_dims"),
+                                                     num_classes=result.get("num_classes")))
     (run_dir / "run_card.md").write_text(run_card(results=[result], config=config, cache=cache, info=info))
 
 

@@ -40,3 +40,96 @@ def _extract(demo_root: Path, tmp_path_factory, corpus: str, layout: str) -> Pat
 @pytest.fixture(scope="session")
 def demo_meld_cache(demo_root, tmp_path_factory) -> Path:
     return _extract(demo_root, tmp_path_factory, "demo-meld", "meld")
+
+
+# --------------------------------------------------------------------------- sequence caches (DMD / DHMD)
+
+import contextlib  # noqa: E402  (this section was appended; the imports above are shared)
+from typing import Iterator  # noqa: E402
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block on one intra-op thread, then restore the count. The demo models and encoders are
+    tiny: on 2 shared cores a second thread only adds synchronisation (a DMD epoch takes ~10x longer
+    with 2 threads than with 1 on a busy machine), and one thread gives the same floats everywhere."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _extract_sequences(root: Path, tmp_path_factory, corpus: str) -> Path:
+    """Only the catalog's sequence encoders of ``corpus`` (the columns DMD / DHMD read), with their
+    sequences: the other three offline encoders would triple the cost and no sequence method reads them."""
+    from pipeline.catalog import corpus_entry
+    from pipeline.corpora.base import read_corpus
+    from pipeline.extract import ExtractSettings, extract
+
+    entry = corpus_entry(corpus, root)
+    data = read_corpus(entry.reader, entry.root, **entry.options)
+    data.name = corpus
+    cache = tmp_path_factory.mktemp("cache") / corpus
+    with one_torch_thread():
+        extract(data, cache, ExtractSettings(encoders=list(entry.sequence), sequence=tuple(entry.sequence),
+                                             progress=False))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_mosi_cache(demo_root, tmp_path_factory) -> Path:
+    """The MOSI demo (default size, ~300 clips) with text.roberta / audio.opensmile / video.densenet
+    vectors and sequences."""
+    return _extract_sequences(demo_root / "mosi", tmp_path_factory, "demo-mosi")
+
+
+@pytest.fixture(scope="session")
+def demo_mustard_root(tmp_path_factory) -> Path:
+    from pipeline.corpora.demo import generate_demo
+
+    return generate_demo(tmp_path_factory.mktemp("demo") / "mustard", layout="mustard")
+
+
+@pytest.fixture(scope="session")
+def demo_mustard_cache(demo_mustard_root, tmp_path_factory) -> Path:
+    """The MUStARD demo (48 targets, binary) with the same sequence columns as ``demo_mosi_cache``."""
+    return _extract_sequences(demo_mustard_root, tmp_path_factory, "demo-mustard")
+
+
+# --------------------------------------------------------------------------- CMATH / SUMMER on the MELD demo
+
+DIALOGUE_FEATURES = {"text": "text.roberta", "audio": "audio.opensmile", "video": "video.densenet"}
+
+
+def _fused_and_single_modality_runs(method: str, cache: Path, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """``method``'s demo-meld run on all three roles ("fused") and one run per role, each trained once on one
+    thread: {"fused" | role: (run dir, result)}. A single-modality run is the documented override
+    ``--set features='{<role>: <column>}'`` (the model then builds and reads that one role only)."""
+    from pipeline.config import load_config
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp(f"{method}-runs")
+    assert load_config(method, "demo-meld")["features"] == DIALOGUE_FEATURES
+    runs: dict[str, tuple[Path, dict]] = {}
+    for name in ("fused", *DIALOGUE_FEATURES):
+        overrides = [] if name == "fused" else [f"features={{{name}: {DIALOGUE_FEATURES[name]}}}"]
+        config = load_config(method, "demo-meld", overrides=overrides)
+        with one_torch_thread():
+            runs[name] = (root / name, train(config, cache, root / name, seed=config["train"]["seed"]))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def cmath_meld_runs(demo_meld_cache, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """CMATH on the MELD demo: the fused run and one run per modality (~30 s in all)."""
+    return _fused_and_single_modality_runs("cmath", demo_meld_cache, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def summer_meld_runs(demo_meld_cache, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """SUMMER on the MELD demo: the fused run and one run per modality, both stages each (~40 s in all)."""
+    return _fused_and_single_modality_runs("summer", demo_meld_cache, tmp_path_factory)

@@ -46,3 +46,241 @@ def test_telme_run_dir_has_every_report(telme_run):
         assert (run_dir / name).is_file(), name
     card = (run_dir / "run_card.md").read_text()
     assert "dev" in card and "RANDOM" in card.upper()  # the selection rule and the random-weights warning
+
+
+# --------------------------------------------------------------------------- DMD / DHMD (sequence methods)
+
+# The fused DMD run must beat each of its single-modality runs (the same config, `features:` naming
+# one role) by this much sign accuracy on the MOSI demo's test clips whose cue is in another modality
+# (~40 per modality). There a single-modality run sees no cue, so the best it can do is the sign base
+# rate of the group (0.63-0.66 on this demo; noise took it to 0.71 once); the fused run scored
+# 0.80-0.98 in every group with the config's seed 1111 (smallest gap 0.34) and training seeds 0, 1, 2
+# (smallest gap 0.19), so 0.15 leaves room for float differences between machines, while a fusion that
+# ignores one modality falls to that modality's base rate there.
+DMD_MARGIN = 0.15
+SEQUENCE_FEATURES = {"text": "text.roberta", "audio": "audio.opensmile", "video": "video.densenet"}
+
+
+def _train_once(method: str, corpus: str, cache, out, features: dict[str, str] | None = None):
+    from conftest import one_torch_thread
+    from pipeline.config import load_config
+    from pipeline.train import train
+
+    config = load_config(method, corpus)
+    if features is not None:
+        config["features"] = features
+    with one_torch_thread():
+        result = train(config, cache, out, seed=config["train"]["seed"])
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def dmd_mosi_runs(demo_mosi_cache, tmp_path_factory):
+    """The fused DMD run and one single-modality run per role on the MOSI demo: {name: (run dir, result)}."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {"fused": _train_once("dmd", "demo-mosi", demo_mosi_cache, root / "dmd")}
+    for role, column in SEQUENCE_FEATURES.items():
+        runs[role] = _train_once("dmd", "demo-mosi", demo_mosi_cache, root / f"dmd-{role}", {role: column})
+    return runs
+
+
+def _sign_accuracy_by_cue(run_dir, cues_csv) -> dict[str, float]:
+    """Binary (negative vs non-negative) accuracy of a regression run per cue mode of the test clips."""
+    import json
+
+    import numpy as np
+
+    from pipeline.analysis import read_cues, run_predictions
+    from pipeline.cache import load_cache
+
+    p = run_predictions(run_dir)
+    cache = load_cache(json.loads((run_dir / "metrics.json").read_text())["cache"])
+    score = dict(zip(cache.dataset["test"]["utterance_id"], cache.dataset["test"]["score"]))
+    cue = {key: mode for (_, key), mode in read_cues(cues_csv).items()}
+    modes = np.array([cue[u] for u in p["utterance_ids"]])
+    right = (np.asarray(p["pred"]) >= 0) == (np.array([score[u] for u in p["utterance_ids"]]) >= 0)
+    return {m: float(right[modes == m].mean()) for m in ("all", "text", "audio", "video")}
+
+
+def test_dmd_fusion_beats_each_single_modality_run_where_the_cue_is_elsewhere(dmd_mosi_runs, demo_root):
+    from conftest import one_torch_thread
+    from pipeline.analysis import compare_with_unimodal
+
+    cues = demo_root / "mosi" / "demo_cues.csv"
+    fused_dir, fused = dmd_mosi_runs["fused"]
+    with one_torch_thread():
+        versus = compare_with_unimodal(fused_dir, {m: dmd_mosi_runs[m][0] for m in SEQUENCE_FEATURES}, cues)
+        by_cue = {m: _sign_accuracy_by_cue(dmd_mosi_runs[m][0], cues) for m in SEQUENCE_FEATURES}
+    assert set(versus) == set(SEQUENCE_FEATURES)
+    for role, v in versus.items():
+        assert v["n"] >= 30, (role, v)
+        assert v["fused"] >= v["unimodal"] + DMD_MARGIN, (role, v)
+    # each single-modality run did learn its own modality's cue (where that cue is present)
+    for role in SEQUENCE_FEATURES:
+        assert by_cue[role][role] >= 0.75 and by_cue[role]["all"] >= 0.75, (role, by_cue[role])
+    assert fused["test"]["mae"] < 0.8 and fused["test"]["corr"] > 0.85, fused["test"]  # label std ~1.8
+    for role in SEQUENCE_FEATURES:
+        assert fused["test"]["mae"] < dmd_mosi_runs[role][1]["test"]["mae"], role
+
+
+def test_single_modality_runs_build_a_model_on_that_role_only(dmd_mosi_runs):
+    import yaml
+
+    from pipeline.evaluate import load_trained
+
+    for role, column in SEQUENCE_FEATURES.items():
+        run_dir, _ = dmd_mosi_runs[role]
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["features"] == {role: column}
+        _, _, data, method, _ = load_trained(run_dir)
+        assert data.input_dims.keys() == {role} and method.modalities == (role,)
+        assert method.gd_homo is None and method.stages()[0].modality == role
+    _, _, _, fused, _ = load_trained(dmd_mosi_runs["fused"][0])
+    assert set(fused.modalities) == set(SEQUENCE_FEATURES) and fused.gd_homo is not None
+
+
+def test_dmd_regression_run_report_and_evaluate_reproduces_it(dmd_mosi_runs):
+    import json
+
+    from pipeline.__main__ import main
+
+    run_dir, result = dmd_mosi_runs["fused"]
+    for name in ("metrics.json", "run_card.md", "curves.png", "config.yaml", "stage-main.safetensors"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["task"] == "regression" and saved["select_metric"] == "mae"
+    for key in ("mae", "corr", "acc7", "acc2_has0", "acc2_non0", "f1_non0"):
+        assert key in saved["test"], key
+    assert main(["evaluate", str(run_dir)]) == 0  # = python -m pipeline evaluate RUN
+    again = json.loads((run_dir / "eval.json").read_text())["test"]
+    for key, value in result["test"].items():
+        if isinstance(value, float):
+            assert again[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("cache_fixture", ["demo_mosi_cache", "demo_mustard_cache"])
+def test_sequence_masks_match_the_stored_lengths(cache_fixture, request):
+    """The collator's masks and lengths equal the cache's `<col>.seq_len` (capped at max_len), the real
+    frames are the stored ones and the padding is zero, on a real cache (MUStARD's context turns have
+    no media: empty sequences, unlabelled, dropped)."""
+    import numpy as np
+    import torch
+
+    from pipeline.cache import load_cache
+    from pipeline.collate import prepare_data
+    from pipeline.config import load_config
+
+    cache = load_cache(request.getfixturevalue(cache_fixture))
+    config = load_config("dmd", cache.meta["corpus"])
+    cap = int(config["train"]["max_len"])
+    data = prepare_data(config, cache)
+    for split, ds in data.splits.items():
+        rows = ds.rows.tolist()
+        batch = ds.collate(list(range(len(rows))))
+        table = cache.dataset[split]
+        for role, column in config["features"].items():
+            stored = np.asarray(table[f"{column}.seq_len"])[rows]
+            assert (stored > 0).all()
+            lengths = np.minimum(stored, cap)
+            mask = batch[f"{role}_mask"]
+            assert batch[f"{role}_len"].tolist() == lengths.tolist()
+            assert torch.equal(mask, torch.arange(mask.size(1))[None, :] < torch.as_tensor(lengths)[:, None])
+            assert not batch[role][~mask].any()
+            for b in (0, len(rows) - 1):
+                frames = np.asarray(table[rows[b]][f"{column}.seq"], dtype=np.float32)[:cap]
+                assert np.allclose(batch[role][b, : lengths[b]].numpy(), frames), (split, role, b)
+
+
+def test_dhmd_runs_on_the_mustard_demo_and_writes_its_report(demo_mustard_cache, tmp_path_factory):
+    import json
+
+    run_dir, result = _train_once("dhmd", "demo-mustard", demo_mustard_cache, tmp_path_factory.mktemp("runs") / "dhmd")
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["task"] == "classification" and saved["select_metric"] == "accuracy"
+    assert saved["label_names"] == ["not_sarcastic", "sarcastic"]
+    assert result["test"]["n"] == 14  # every FRIENDS target: the speaker-independent test show
+    assert result["test"]["accuracy"] > 0.5, result["test"]  # binary, balanced: chance is 0.5
+    for name in ("run_card.md", "per_class.md", "confusion.png", "curves.png", "stage-main.safetensors"):
+        assert (run_dir / name).is_file(), name
+    losses = result["curves"]["main"][0]["loss"]
+    assert {"cdm_homo", "cdm_hetero", "fit_homo", "use_homo", "gd_homo_logit"} <= set(losses)  # DHMD's terms
+
+
+# --------------------------------------------------------------------------- CMATH / SUMMER (dialogue methods)
+
+# On the MELD demo's test utterances whose cue is in another modality than m (~45 per m), the run that
+# only sees m has no cue: it guesses from the class prior (0.13-0.37 there). A fused model that collapsed
+# onto m would score the same (gap ~0, +-0.1 of sampling noise at n ~45). Measured gaps fused - single
+# (seeds 0, 1, 7, 42; 42 is the configs' seed the test uses): CMATH 0.29-0.54 (seed 42: 0.33 at least),
+# SUMMER 0.18-0.44 (seed 42: 0.30 at least). So 0.15 is out of reach of a collapsed fusion and leaves
+# room for float differences between machines.
+DIALOGUE_MARGIN = 0.15
+# Split by where the cue is: on the utterances cued only in k, the fused model must beat every run that
+# lacks k. A fusion that ignores k guesses there like those runs (gap ~0, noisier at n ~22), which the
+# averaged comparison above can miss (it gets half of the gain from the other modality). Measured
+# (seeds 1, 42): CMATH 0.23 at least, SUMMER 0.18 at least.
+DIALOGUE_MODE_MARGIN = 0.10
+
+
+def _accuracy_by_cue(run_dir, cues_csv) -> dict[str, float]:
+    """Test accuracy of a classification run per cue mode of the MELD demo's test utterances."""
+    import numpy as np
+
+    from pipeline.analysis import read_cues, run_predictions
+
+    p = run_predictions(run_dir)
+    cue: dict[str, str] = {}
+    for (split, key), mode in read_cues(cues_csv).items():
+        if split == "test":  # the MELD reader prefixes the split: test_dia3_utt1
+            cue[key] = cue[f"test_{key}"] = mode
+    modes = np.array([cue[u] for u in p["utterance_ids"]])
+    right = np.asarray(p["pred"]) == np.asarray(p["labels"])
+    return {m: float(right[modes == m].mean()) for m in ("all", "text", "audio", "video")}
+
+
+@pytest.mark.parametrize("method", ["cmath", "summer"])
+def test_dialogue_fusion_beats_each_single_modality_run_where_the_cue_is_elsewhere(method, request, demo_root):
+    from conftest import DIALOGUE_FEATURES, one_torch_thread
+    from pipeline.analysis import compare_with_unimodal
+
+    runs = request.getfixturevalue(f"{method}_meld_runs")
+    cues = demo_root / "meld" / "demo_cues.csv"
+    roles = tuple(DIALOGUE_FEATURES)
+    with one_torch_thread():
+        versus = compare_with_unimodal(runs["fused"][0], {m: runs[m][0] for m in roles}, cues)
+        by_cue = {name: _accuracy_by_cue(run_dir, cues) for name, (run_dir, _) in runs.items()}
+    assert set(versus) == set(roles)
+    for role, v in versus.items():
+        assert v["n"] >= 30, (method, role, v)
+        assert v["fused"] >= v["unimodal"] + DIALOGUE_MARGIN, (method, role, v)
+    for role in roles:  # each single-modality run did learn its own cue, so the gaps are not a broken baseline
+        assert by_cue[role][role] >= 0.6 and by_cue[role]["all"] >= 0.6, (method, role, by_cue[role])
+    for cued in roles:
+        for role in roles:
+            if role != cued:
+                assert by_cue["fused"][cued] >= by_cue[role][cued] + DIALOGUE_MODE_MARGIN, (method, cued, role, by_cue)
+    assert runs["fused"][1]["test"]["accuracy"] > 0.6, runs["fused"][1]["test"]  # 7 classes, majority ~0.3
+
+
+@pytest.mark.parametrize("method", ["cmath", "summer"])
+def test_dialogue_single_modality_runs_build_nothing_cross_modal(method, request):
+    import yaml
+
+    from conftest import DIALOGUE_FEATURES
+    from pipeline.evaluate import load_trained
+
+    runs = request.getfixturevalue(f"{method}_meld_runs")
+    for name, (run_dir, _) in runs.items():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        _, _, data, model, _ = load_trained(run_dir)
+        names = [n for n, _ in model.named_parameters()]
+        if name == "fused":
+            assert config["features"] == DIALOGUE_FEATURES and model.modalities == tuple(DIALOGUE_FEATURES)
+            continue
+        assert config["features"] == {name: DIALOGUE_FEATURES[name]}
+        assert data.input_dims.keys() == {name} and model.modalities == (name,)
+        assert not any(other in n for n in names for other in DIALOGUE_FEATURES if other != name), names
+        if method == "cmath":
+            assert all(len(t.cross_attn) == 0 and t.gate is None for t in model.cma.values())
+        else:
+            assert model.teacher_modality == name and len(model.student.cross) == 0
+            assert model.student.modality_fuse is None and model.student.global_fuse is None

@@ -1,0 +1,712 @@
+"""Emotions of a new clip or dialogue: ``python -m pipeline predict RUN_DIR INPUT... [--text T]``.
+
+INPUT is one of
+
+* a media file (``.mp4``/``.avi``/``.mkv``/``.mov``/``.webm`` video with its sound track, or a
+  ``.wav``/``.flac``/``.ogg``/``.mp3``/``.m4a`` sound file): one utterance; its transcript comes from
+  ``--text`` or from a sidecar ``<file stem>.txt``;
+* a dialogue: a folder holding clips and one ``.csv`` (or the ``.csv`` itself) with one row per utterance
+  in dialogue order and the columns ``file`` (relative to the CSV's folder), ``text`` and optionally
+  ``speaker``, ``start``, ``end`` (seconds inside the file).
+
+Every INPUT is one dialogue. Output per utterance: the label, the class probabilities and, for a
+regression run, the score; printed as a table, and as JSON / CSV with ``--json`` / ``--csv``.
+``--explain`` adds the per-modality numbers the model computes anyway (``MethodOutput.extras``:
+TelME's gate and lambda, DMD's graph edge weights, SUMMER's expert gates, ...) and each unimodal
+stage head's label, printed and drawn as a PNG.
+
+One code path with the cache. The utterances become ``Utterance`` records of a ``CorpusData`` (split
+``test``, no labels) that :func:`pipeline.extract.extract` turns into a temporary features cache, with
+encoders rebuilt from the run's ``features.json`` (encoder name + constructor kwargs, saved by the
+extract stage and copied into the run dir by the trainer). Each rebuilt encoder must give the run's
+fingerprint, else predict refuses and names the column. The model then scores that cache with the
+trainer's collate code and ``head_output``; the only difference from evaluation is that unlabelled
+rows are kept (:func:`keep_every_row`) and batches carry no targets.
+
+Safety: the run dir is data, never code. Weights are read only as safetensors (a pickle is refused
+before anything is unpickled), config / JSON files are parsed with safe loaders, and the plugins a
+``run.json`` lists are not imported unless given with ``--plugin``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.corpora.base import CorpusData, CorpusError, ReadReport, Utterance
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a"})
+TARGET_KEYS = ("label", "score", "label_mask")  # batch entries predict never passes to the model
+DEFAULT_SPEAKER = "Speaker"
+CSV_FILE_COLUMNS = ("file", "clip", "path", "video")
+CSV_TEXT_COLUMNS = ("text", "transcript", "utterance")
+
+
+class PredictError(ValueError):
+    """A clear stop: the run dir or the input cannot be used here. The message says which file and why."""
+
+
+class WeightsError(PredictError):
+    """A weights file that is not safetensors (or not inside the run dir): refused, never unpickled."""
+
+
+# ------------------------------------------------------------------------------------------ the run
+@dataclass
+class TrainedRun:
+    """A finished single-seed run dir, loaded for inference (weights in, eval mode)."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    features: dict[str, Any]  # features.json (see pipeline/report.py: run_features)
+    saved: dict[str, Any]  # metrics.json
+    method: Any  # models.base.Method
+    stage: Any  # models.base.Stage: the final stage, whose head is the prediction
+
+    @property
+    def task(self) -> str:
+        return str(self.features["task"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return label_names_of(self.features)
+
+
+def label_names_of(features: dict[str, Any]) -> list[str]:
+    """Class names of a run's label set (none for regression)."""
+    if features["task"] == "regression":
+        return []
+    return list(features["label_sets"][features.get("label_set", "primary")])
+
+
+def _not_safetensors(path: Path) -> str | None:
+    """Why ``path`` is not a safetensors file (None when its layout is right). A safetensors file is an
+    8-byte little-endian header length, a JSON header starting with ``{``, then raw tensor bytes."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and 8 + int.from_bytes(head[:8], "little") <= size and head[8:9] == b"{":
+        return None
+    if head[:1] == b"\x80":  # PROTO opcode: pickle protocol 2 and later
+        return "it is a Python pickle (unpickling can run code)"
+    if head.startswith(b"PK\x03\x04"):
+        return "it is a torch.save zip checkpoint (its pickle can run code)"
+    return "it has no safetensors header"
+
+
+def load_weights(path: str | Path, run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """State dict of a safetensors file inside ``run_dir``. Anything else is refused with a clear message
+    before it is opened by any deserialiser: a path outside the run dir, another suffix, or a file that
+    is not laid out as safetensors (a pickle or ``torch.save`` file is recognised and never unpickled)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir).resolve()
+    resolved = (run_dir / Path(path)).resolve()
+    if run_dir not in resolved.parents:
+        raise WeightsError(f"{path}: weights must be a file inside the run dir {run_dir}; refused")
+    if resolved.suffix != ".safetensors":
+        raise WeightsError(f"{resolved}: weights are loaded only from .safetensors files; refused "
+                           f"{resolved.suffix or 'a name without suffix'} (a pickled checkpoint could run code)")
+    if not resolved.is_file():
+        raise FileNotFoundError(f"{resolved}: weights file not found")
+    why = _not_safetensors(resolved)
+    if why:
+        raise WeightsError(f"{resolved}: not a safetensors file: {why}; refused without loading it. "
+                           f"Run dirs carry safetensors weights only (the trainer writes them).")
+    try:
+        return load_file(str(resolved))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{resolved}: not a valid safetensors file ({e}); refused") from None
+
+
+def _features_from_cache(run_dir: Path, config: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """For run dirs written before ``features.json`` existed: the same facts from the run's cache."""
+    from pipeline.cache import load_cache
+    from pipeline.report import run_features
+
+    cache_path = saved.get("cache")
+    if not cache_path or not (Path(cache_path) / "meta.json").exists():
+        raise PredictError(f"{run_dir / 'features.json'} not found and the run's cache ({cache_path}) is not "
+                           f"here: the run dir does not say which encoders made its features")
+    return run_features(config, load_cache(cache_path))
+
+
+def load_run(run_dir: str | Path, plugins: Sequence[str] = ()) -> TrainedRun:
+    """Config, features, final weights and final stage of a single-seed run dir (needs no cache)."""
+    from models.base import METHODS
+    from pipeline.collate import RunData
+    from pipeline.config import load_plugins, with_defaults, yaml_load
+    from pipeline.report import FEATURES_FILE
+    from pipeline.train import build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").exists():
+        raise PredictError(f"{run_dir / 'metrics.json'} not found: {run_dir} is not a finished run dir")
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    if "final_weights" not in saved:
+        seeds = saved.get("runs") or sorted(p.name for p in run_dir.glob("seed-*"))
+        raise PredictError(f"{run_dir} holds several seeds ({', '.join(seeds) or 'none found'}); "
+                           f"pass one of them, e.g. {run_dir / (seeds[0] if seeds else 'seed-0')}")
+    if not (run_dir / "config.yaml").exists():
+        raise PredictError(f"{run_dir / 'config.yaml'} not found: {run_dir} is not a finished run dir")
+    load_plugins(list(plugins))
+    config = with_defaults(yaml_load(run_dir / "config.yaml"))
+    import models  # noqa: F401  (registers the methods)
+
+    if config["method"] not in METHODS:
+        listed = []
+        for d in (run_dir, run_dir.parent):
+            if (d / "run.json").exists():
+                listed = json.loads((d / "run.json").read_text()).get("plugins", [])
+                break
+        hint = (f"; the run was trained with --plugin {' '.join(listed)}: pass them with --plugin "
+                f"(they are code, so predict never imports them on its own)") if listed else ""
+        raise PredictError(f"{run_dir / 'config.yaml'}: method {config['method']!r} is not registered here{hint}")
+    features_file = run_dir / FEATURES_FILE
+    features = (json.loads(features_file.read_text()) if features_file.exists()
+                else _features_from_cache(run_dir, config, saved))
+    dims = features.get("input_dims")
+    if not dims:
+        dims = {role: int(features["columns"][col]["dim"]) for role, col in features["features"].items()}
+    label_names = label_names_of(features)
+    shape = RunData(splits={}, input_dims={r: int(d) for r, d in dims.items()},
+                    num_classes=int(features.get("num_classes") or max(1, len(label_names))),
+                    label_names=label_names, task=features["task"])
+    method = build_model(config, shape)
+    state = load_weights(saved["final_weights"], run_dir)
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as e:
+        raise PredictError(f"{run_dir / saved['final_weights']}: weights do not fit method "
+                           f"{config['method']!r} built from {run_dir / 'config.yaml'}: {e}") from None
+    method.eval()
+    stage = next((s for s in method.stages() if s.name == saved["final_stage"]), None)
+    if stage is None:
+        raise PredictError(f"{run_dir / 'metrics.json'}: final stage {saved['final_stage']!r} is not a stage of "
+                           f"method {config['method']!r}")
+    return TrainedRun(run_dir=run_dir, config=config, features=features, saved=saved, method=method, stage=stage)
+
+
+# --------------------------------------------------------------------------------------- encoders
+def _settings_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    keys = sorted(set(a) | set(b))
+    diff = [f"{k}: run={a.get(k)!r}, here={b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+    return "; ".join(diff[:6]) or "same settings: another encoder version, or an edited features.json"
+
+
+def _kwargs_attempts(info: dict[str, Any], name: str) -> list[tuple[str, Any]]:
+    """Ways to rebuild a column's encoder, in order: its saved constructor kwargs, then its profile's
+    (built lazily: the offline profile may first have to write its tiny models)."""
+    from extractors.profiles import encoder_kwargs
+
+    attempts: list[tuple[str, Any]] = []
+    if info.get("kwargs") is not None:
+        attempts.append(("its saved settings", lambda: dict(info["kwargs"])))
+    if info.get("profile"):
+        def from_profile() -> dict[str, Any]:
+            kw = encoder_kwargs(str(info["profile"]), name)
+            if info.get("sequence"):
+                kw["sequence"] = True
+            return kw
+        attempts.append((f"profile {info['profile']!r}", from_profile))
+    return attempts
+
+
+def rebuild_encoders(features: dict[str, Any]) -> dict[str, Any]:
+    """One encoder per feature column of the run, built the way the extract stage built it: from the
+    saved constructor kwargs or, when those cannot be loaded here (weights moved, another machine),
+    from the column's profile. The encoder must reproduce the run's fingerprint; otherwise this
+    raises :class:`PredictError` naming the column and what differs."""
+    from extractors.base import create_encoder
+
+    encoders: dict[str, Any] = {}
+    for col, info in features["columns"].items():
+        name, want = info.get("encoder"), info.get("fingerprint")
+        if not name or not want:
+            raise PredictError(f"features.json: column {col!r} names no encoder or fingerprint")
+        errors: list[str] = []
+        for how, make_kwargs in _kwargs_attempts(info, name):
+            try:
+                kwargs = make_kwargs()
+                encoder = create_encoder(name, **kwargs)
+            except Exception as e:  # missing weights or package, unknown encoder, bad kwargs: try the next way
+                errors.append(f"{how}: {type(e).__name__}: {e}")
+                continue
+            got = encoder.fingerprint()
+            if got == want:
+                encoder.init_kwargs = kwargs  # type: ignore[attr-defined]
+                encoders[col] = encoder
+                break
+            errors.append(f"{how}: fingerprint {got} != the run's {want} "
+                          f"({_settings_diff(info.get('settings') or {}, encoder.settings())})")
+        else:
+            raise PredictError(f"cannot load the encoder of feature column {col!r} ({name}) here as the run "
+                               f"used it: " + (" | ".join(errors) or "the run saved no settings for it"))
+    return encoders
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def _media_fields(path: Path) -> dict[str, str | None]:
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return {"video_path": str(path), "audio_path": str(path)}  # the clip's own sound track
+    if suffix in AUDIO_SUFFIXES:
+        return {"video_path": None, "audio_path": str(path)}
+    raise PredictError(f"{path}: not a media file predict reads (video: {', '.join(sorted(VIDEO_SUFFIXES))}; "
+                       f"audio: {', '.join(sorted(AUDIO_SUFFIXES))}); a dialogue is a folder or a .csv")
+
+
+def _float_or_none(value: str | None, where: str, column: str) -> float | None:
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise CorpusError(f"{where}: column {column!r} must be a number of seconds, got {value!r}") from None
+
+
+def read_dialogue_csv(csv_path: Path, dialogue_id: str) -> list[Utterance]:
+    """The utterances of one dialogue CSV, in file order (see the module docstring for the columns)."""
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        file_col = next((fields[c] for c in CSV_FILE_COLUMNS if c in fields), None)
+        text_col = next((fields[c] for c in CSV_TEXT_COLUMNS if c in fields), None)
+        if file_col is None or text_col is None:
+            raise CorpusError(f"{csv_path}:1: a dialogue CSV needs the columns file and text (optional: speaker, "
+                              f"start, end); it has {', '.join(reader.fieldnames or []) or 'none'}")
+        records: list[Utterance] = []
+        for line, row in enumerate(reader, start=2):
+            where = f"{csv_path}:{line}"
+            name = (row.get(file_col) or "").strip()
+            if not name:
+                raise CorpusError(f"{where}: empty {file_col!r}")
+            media = (csv_path.parent / name)
+            if not media.is_file():
+                raise CorpusError(f"{where}: media file {media} not found")
+            try:
+                fields_ = _media_fields(media)
+            except PredictError as e:
+                raise CorpusError(f"{where}: {e}") from None
+            speaker = (row.get(fields.get("speaker", ""), "") or "").strip() or DEFAULT_SPEAKER
+            records.append(Utterance(
+                corpus="predict", split="test", dialogue_id=dialogue_id, position=len(records),
+                utterance_id=f"{dialogue_id}_{len(records)}", speaker=speaker, text=(row.get(text_col) or "").strip(),
+                start=_float_or_none(row.get(fields.get("start", "")), where, "start"),
+                end=_float_or_none(row.get(fields.get("end", "")), where, "end"), **fields_))
+    if not records:
+        raise CorpusError(f"{csv_path}: no utterances")
+    return records
+
+
+def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: str = DEFAULT_SPEAKER
+                ) -> tuple[list[Utterance], ReadReport]:
+    """``Utterance`` records of the inputs: each media file is a one-utterance dialogue, each folder or
+    CSV a dialogue. ``text`` is the transcript of a single media file (else its sidecar ``.txt``)."""
+    if not inputs:
+        raise PredictError("give at least one INPUT (a media file, a folder with a dialogue CSV, or the CSV)")
+    report = ReadReport(corpus="predict", root=", ".join(str(i) for i in inputs))
+    for raw in inputs:
+        if not Path(raw).exists():
+            raise PredictError(f"{raw}: not found")
+    single = Path(inputs[0])
+    if text is not None and (len(inputs) != 1 or not single.is_file() or single.suffix.lower() == ".csv"):
+        raise PredictError("--text is the transcript of ONE media file; give dialogues a CSV and several "
+                           "clips sidecar .txt files")
+    records: list[Utterance] = []
+    for n, raw in enumerate(inputs):
+        path = Path(raw)
+        dialogue = f"input{n}"
+        if path.is_dir():
+            csvs = sorted(path.glob("*.csv"))
+            if len(csvs) != 1:
+                raise PredictError(f"{path}: a dialogue folder holds exactly one .csv (file,speaker,text per "
+                                   f"utterance, in order); found {len(csvs)}")
+            turns = read_dialogue_csv(csvs[0], dialogue)
+            report.add("info", csvs[0], f"dialogue {dialogue}: {len(turns)} utterance(s)")
+            records += turns
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            turns = read_dialogue_csv(path, dialogue)
+            report.add("info", path, f"dialogue {dialogue}: {len(turns)} utterance(s)")
+            records += turns
+        elif path.is_file():
+            fields_ = _media_fields(path)
+            transcript = text
+            if transcript is None:
+                sidecar = path.with_suffix(".txt")
+                if not sidecar.is_file():
+                    raise PredictError(f"{path}: no transcript; pass --text or write it into {sidecar}")
+                transcript = sidecar.read_text(encoding="utf-8").strip()
+            records.append(Utterance(corpus="predict", split="test", dialogue_id=dialogue, position=0,
+                                     utterance_id=f"{dialogue}_0", speaker=speaker, text=transcript, **fields_))
+        else:
+            raise PredictError(f"{path}: neither a file nor a folder")
+    report.counts = {"utterances": len(records), "dialogues": len({r.dialogue_id for r in records})}
+    return records, report
+
+
+def input_corpus(records: list[Utterance], report: ReadReport, features: dict[str, Any]) -> CorpusData:
+    """The inputs as a one-split, unlabelled corpus with the run's label sets and task."""
+    return CorpusData(name="predict", records=records, report=report,
+                      label_sets={k: list(v) for k, v in features.get("label_sets", {}).items()},
+                      modalities=tuple(features.get("modalities") or ("text", "audio", "video")),
+                      task=str(features["task"]))
+
+
+def extract_inputs(data: CorpusData, features: dict[str, Any], cache_dir: Path,
+                   encoders: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run :func:`pipeline.extract.extract` on the inputs with the run's encoders (grouped by the dtype
+    their column was stored in, so the features are rounded as the cache rounded them)."""
+    from pipeline.extract import ExtractSettings, extract
+
+    encoders = encoders if encoders is not None else rebuild_encoders(features)
+    groups: dict[str, list[str]] = {}
+    for col in encoders:
+        groups.setdefault(str(features["columns"][col].get("dtype") or "float32"), []).append(col)
+    report: dict[str, Any] = {"skipped": {}}
+    for dtype, cols in groups.items():
+        seq = tuple(encoders[c].name for c in cols if features["columns"][c].get("sequence"))
+        settings = ExtractSettings(encoders=[encoders[c] for c in cols], profile=str(features.get("profile")),
+                                   dtype=dtype, num_workers=0, sequence=seq, progress=False)
+        part = extract(data, cache_dir, settings)
+        report["skipped"].update({c: part.get("skipped", {}).get(c, []) for c in cols})
+    return report
+
+
+# ----------------------------------------------------------------------------------------- scoring
+def keep_every_row(dataset: Any) -> Any:
+    """Make a split dataset serve every row, labelled or not (the collator's utterance and sequence
+    datasets keep only labelled rows for training and evaluation; dialogue datasets keep all anyway)."""
+    n = len(dataset.dialogue_id)
+    if hasattr(dataset, "rows"):
+        dataset.rows = torch.arange(n)
+    served = sum(len(item) if torch.is_tensor(item) and item.dim() == 1 else 1 for item in dataset.items)
+    if served != n:
+        raise RuntimeError(f"{type(dataset).__name__} serves {served} of {n} rows after keep_every_row")
+    return dataset
+
+
+@dataclass
+class Scored:
+    """Per row of a split (in the dataset's item order): the final head's output and the extras."""
+
+    rows: list[int]
+    outputs: np.ndarray  # [N, C] logits or [N] regression scores
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [N, ...] per utterance
+    shared: dict[str, np.ndarray] = field(default_factory=dict)  # name -> value that is not per utterance
+    heads: dict[str, np.ndarray] = field(default_factory=dict)  # unimodal stage name -> [N, C] / [N]
+
+
+def _per_row(value: torch.Tensor, batch: dict[str, torch.Tensor], sizes: list[int]) -> torch.Tensor | None:
+    """An extras tensor as one entry per real utterance of the batch, or None if it is not per item."""
+    mask = batch.get("mask")
+    if mask is not None and value.dim() >= 2 and tuple(value.shape[:2]) == tuple(mask.shape):
+        return value[mask]
+    if value.dim() >= 1 and value.shape[0] == len(sizes):
+        return torch.repeat_interleave(value, torch.tensor(sizes, device=value.device), dim=0)
+    return None
+
+
+@torch.no_grad()
+def score_dataset(method: Any, stage: Any, dataset: Any, *, batch_size: int, unimodal_heads: bool = False) -> Scored:
+    """Run the model over a split dataset in the trainer's batches (``make_loader``, ``head_output``),
+    without targets in the batch, and return every row's output in item order."""
+    from pipeline.collate import make_loader
+    from pipeline.train import head_output
+
+    method.eval()
+    device = next(method.parameters()).device
+    loader = make_loader(dataset, batch_size=batch_size)
+    extra_stages = [s for s in method.stages() if s.modality is not None and s.name != stage.name] \
+        if unimodal_heads else []
+    rows: list[int] = []
+    outputs: list[torch.Tensor] = []
+    extras: dict[str, list[torch.Tensor]] = {}
+    shared: dict[str, torch.Tensor] = {}
+    heads: dict[str, list[torch.Tensor]] = {s.name: [] for s in extra_stages}
+    offset = 0
+    for batch in loader:
+        items = [dataset.items[i] for i in range(offset, offset + _batch_len(batch))]
+        offset += len(items)
+        sizes = [len(it) if torch.is_tensor(it) and it.dim() == 1 else 1 for it in items]
+        for it in items:
+            rows += it.tolist() if torch.is_tensor(it) and it.dim() == 1 else [int(it)]
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in TARGET_KEYS}
+        out = method(inputs, stage=stage.name)
+        y = head_output(out, stage.eval_head).float()
+        mask = inputs.get("mask")
+        outputs.append((y[mask] if mask is not None else y).cpu())
+        for name, value in out.extras.items():
+            if not torch.is_tensor(value) or not (value.is_floating_point() or value.dtype == torch.bool):
+                continue
+            per = _per_row(value.detach().float(), inputs, sizes)
+            if per is None:
+                shared.setdefault(name, value.detach().float().cpu())
+            else:
+                extras.setdefault(name, []).append(per.cpu())
+        for s in extra_stages:
+            h = head_output(method(inputs, stage=s.name), s.eval_head).float()
+            heads[s.name].append((h[mask] if mask is not None else h).cpu())
+    return Scored(rows=rows, outputs=torch.cat(outputs).numpy(),
+                  extras={k: torch.cat(v).numpy() for k, v in extras.items()},
+                  shared={k: v.numpy() for k, v in shared.items()},
+                  heads={k: torch.cat(v).numpy() for k, v in heads.items()})
+
+
+def _batch_len(batch: dict[str, torch.Tensor]) -> int:
+    if "mask" in batch:
+        return int(batch["mask"].shape[0])
+    return int(next(v for v in batch.values() if torch.is_tensor(v)).shape[0])
+
+
+def score_cache(run: TrainedRun, cache: Any, split: str = "test", *, unimodal_heads: bool = False,
+                all_rows: bool = True) -> tuple[Any, Scored]:
+    """Score one split of a features cache with the run's model: (split dataset, outputs per row)."""
+    from pipeline.collate import prepare_data
+
+    data = prepare_data(run.config, cache, splits=(split,))
+    ds = data.splits[split]
+    want = run.features.get("input_dims") or {}
+    for role, dim in data.input_dims.items():
+        trained = want.get(role)
+        if trained is not None and dim and dim != trained:
+            raise PredictError(f"feature role {role!r}: the run was trained on {trained}-d inputs, "
+                               f"{cache.path} holds {dim}-d")
+    if all_rows:
+        keep_every_row(ds)
+    scored = score_dataset(run.method, run.stage, ds, batch_size=int(run.config["train"]["eval_batch_size"]),
+                           unimodal_heads=unimodal_heads)
+    return ds, scored
+
+
+# ------------------------------------------------------------------------------------------ predict
+@dataclass
+class Prediction:
+    """What predict returns: one dict per utterance, the run's label names, and the explain numbers."""
+
+    run_dir: str
+    method: str
+    task: str
+    label_names: list[str]
+    utterances: list[dict[str, Any]]
+    shared: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        from pipeline.report import clean_json
+
+        return clean_json({"run_dir": self.run_dir, "method": self.method, "task": self.task,
+                           "label_names": self.label_names, "utterances": self.utterances,
+                           "shared_extras": self.shared, "skipped_inputs": self.skipped})
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _head_label(value: np.ndarray, labels: Sequence[str]) -> Any:
+    if value.ndim == 0 or not labels:
+        return round(float(value), 4)
+    return labels[int(np.argmax(value))]
+
+
+def predict_records(run: TrainedRun, records: list[Utterance], report: ReadReport, *, explain: bool = False,
+                    work_dir: str | Path | None = None) -> Prediction:
+    """Extract the records' features with the run's encoders into a temporary cache and score them."""
+    from pipeline.cache import load_cache
+
+    data = input_corpus(records, report, run.features)
+    with tempfile.TemporaryDirectory(prefix="merc-predict-", dir=work_dir) as tmp:
+        ext = extract_inputs(data, run.features, Path(tmp) / "cache")
+        cache = load_cache(Path(tmp) / "cache")
+        ds, scored = score_cache(run, cache, "test", unimodal_heads=explain)
+        split = cache.dataset["test"]
+        ids = list(split["utterance_id"])
+    by_id = {r.utterance_id: r for r in records}
+    labels = run.label_names
+    regression = run.task == "regression"
+    utterances = []
+    for i, row in enumerate(scored.rows):
+        rec = by_id[ids[row]]
+        entry: dict[str, Any] = {"utterance_id": rec.utterance_id, "dialogue": rec.dialogue_id,
+                                 "position": rec.position, "file": rec.video_path or rec.audio_path,
+                                 "speaker": rec.speaker, "text": rec.text}
+        out = scored.outputs[i]
+        if regression:
+            score = float(np.asarray(out).reshape(-1)[0])
+            entry.update(score=score, label="negative" if score < 0 else "non-negative", probabilities=None)
+        else:
+            p = _softmax(np.asarray(out, dtype=np.float64))
+            entry.update(label=labels[int(np.argmax(p))], probabilities={n: float(v) for n, v in zip(labels, p)})
+        if explain:
+            entry["extras"] = {k: np.asarray(v[i]).tolist() for k, v in scored.extras.items()}
+            entry["heads"] = {k: _head_label(np.asarray(v[i]), labels) for k, v in scored.heads.items()}
+        utterances.append(entry)
+    order = {r.utterance_id: i for i, r in enumerate(records)}
+    utterances.sort(key=lambda u: order[u["utterance_id"]])
+    skipped = {c: v for c, v in ext.get("skipped", {}).items() if v}
+    shared = {k: v.tolist() for k, v in scored.shared.items()} if explain else {}
+    return Prediction(run_dir=str(run.run_dir), method=str(run.config["method"]), task=run.task, label_names=labels,
+                      utterances=utterances, shared=shared, skipped=skipped)
+
+
+def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, text: str | None = None,
+            speaker: str = DEFAULT_SPEAKER, explain: bool = False, plugins: Sequence[str] = (),
+            work_dir: str | Path | None = None) -> Prediction:
+    """Labels, probabilities (and scores) of the inputs under a trained run (see the module docstring)."""
+    run = load_run(run_dir, plugins)
+    records, report = read_inputs(inputs, text=text, speaker=speaker)
+    return predict_records(run, records, report, explain=explain, work_dir=work_dir)
+
+
+# ------------------------------------------------------------------------------------------- output
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _summary(value: Any) -> str:
+    """An extras entry of one utterance as a short string: the numbers, or their mean when there are many."""
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.size == 1:
+        return f"{arr[0]:.3f}"
+    if arr.size <= 8:
+        return "[" + " ".join(f"{v:.2f}" for v in arr) + "]"
+    return f"mean {arr.mean():.3f} (of {arr.size})"
+
+
+def format_table(pred: Prediction, explain: bool = False) -> str:
+    """The printed table: one row per utterance."""
+    regression = pred.task == "regression"
+    head = ["#", "file", "speaker", "text", "label"] + (["score"] if regression else pred.label_names)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, u in enumerate(pred.utterances):
+        cells = [str(n), Path(u["file"] or "-").name, u["speaker"], _short(u["text"], 40), f"**{u['label']}**"]
+        cells += [f"{u['score']:+.3f}"] if regression else [f"{u['probabilities'][c]:.2f}" for c in pred.label_names]
+        lines.append("| " + " | ".join(cells) + " |")
+    if explain and pred.utterances:
+        keys = list(pred.utterances[0].get("extras", {}))
+        heads = list(pred.utterances[0].get("heads", {}))
+        if keys or heads:
+            lines += ["", "per-modality numbers the model computed (MethodOutput.extras) and unimodal heads:", ""]
+            cols = ["#"] + keys + [f"head {h}" for h in heads]
+            lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            for n, u in enumerate(pred.utterances):
+                cells = [str(n)] + [_summary(u["extras"][k]) for k in keys] + [str(u["heads"][h]) for h in heads]
+                lines.append("| " + " | ".join(cells) + " |")
+        for k, v in pred.shared.items():
+            lines.append(f"\n{k} (not per utterance): {_summary(v)}")
+    for col, entries in pred.skipped.items():
+        for e in entries[:5]:
+            lines.append(f"\nnote: {col}: {e['reason']} (encoded as missing: zeros, as the cache does)")
+    return "\n".join(lines)
+
+
+def write_csv(pred: Prediction, path: str | Path) -> None:
+    regression = pred.task == "regression"
+    cols = ["utterance_id", "dialogue", "position", "file", "speaker", "text", "label"]
+    cols += ["score"] if regression else [f"p_{c}" for c in pred.label_names]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for u in pred.utterances:
+            row = [u[c] for c in cols[:7]]
+            row += [u["score"]] if regression else [u["probabilities"][c] for c in pred.label_names]
+            w.writerow(row)
+
+
+def plot_explain(pred: Prediction, path: str | Path) -> bool:
+    """One panel per extras entry: a heatmap utterance x component (up to 16 components), else the
+    per-utterance mean. Returns False when the method exposes no extras."""
+    keys = list(pred.utterances[0].get("extras", {})) if pred.utterances else []
+    if not keys:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(pred.utterances)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys) + 1, 0.35 * n + 1.8), squeeze=False)
+    names = [f"{i}: {u['label']}" for i, u in enumerate(pred.utterances)]
+    for ax, key in zip(axes[0], keys):
+        arr = np.stack([np.asarray(u["extras"][key], dtype=np.float64).reshape(-1) for u in pred.utterances])
+        if arr.shape[1] == 1 or arr.shape[1] > 16:
+            values = arr.mean(axis=1)
+            ax.barh(range(n), values, color="C0")
+            ax.set_xlabel("value" if arr.shape[1] == 1 else f"mean of {arr.shape[1]}")
+        else:
+            im = ax.imshow(arr, aspect="auto", cmap="viridis")
+            for i in range(n):
+                for j in range(arr.shape[1]):
+                    ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white")
+            ax.set_xticks(range(arr.shape[1]))
+            ax.set_xlabel("component")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_yticks(range(n), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(key, fontsize=9)
+    fig.suptitle(f"{pred.method}: per-modality numbers per utterance", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _quiet_libraries() -> None:
+    """No weight-loading / dataset-saving progress bars between the command's own lines."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+def cli(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a finished single-seed run dir (python -m pipeline train)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="media file, dialogue folder, or dialogue CSV")
+    p.add_argument("--text", help="transcript of a single media INPUT (default: its sidecar .txt)")
+    p.add_argument("--speaker", default=DEFAULT_SPEAKER, help="speaker name of single media INPUTs")
+    p.add_argument("--json", help="write the predictions as JSON here")
+    p.add_argument("--csv", help="write the predictions as CSV here")
+    p.add_argument("--explain", nargs="?", const="explain.png", metavar="PNG",
+                   help="print the per-modality numbers the model computes and draw them (default explain.png)")
+    p.add_argument("--plugin", action="append", default=[], help="module or .py file registering extra methods")
+    a = p.parse_args(list(argv))
+    _quiet_libraries()
+    try:
+        pred = predict(a.run_dir, a.inputs, text=a.text, speaker=a.speaker, explain=bool(a.explain),
+                       plugins=a.plugin)
+    except (PredictError, CorpusError, FileNotFoundError) as e:
+        print(f"predict: {e}", file=sys.stderr)
+        return 2
+    print(f"{pred.method} run {pred.run_dir}: {len(pred.utterances)} utterance(s)\n")
+    print(format_table(pred, explain=bool(a.explain)))
+    if a.json:
+        Path(a.json).write_text(json.dumps(pred.to_json(), indent=2))
+        print(f"\nwrote {a.json}")
+    if a.csv:
+        write_csv(pred, a.csv)
+        print(f"wrote {a.csv}")
+    if a.explain:
+        if plot_explain(pred, a.explain):
+            print(f"wrote {a.explain}")
+        else:
+            print(f"({pred.method} exposes no per-modality numbers: no {a.explain})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))
