@@ -39,8 +39,13 @@ def load_trained(run_dir: str | Path, splits: Sequence[str] = ("test",), cache_p
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir / name} not found: {run_dir} is not a finished run dir")
     info = _run_info(run_dir)
-    load_plugins(info.get("plugins", []))
     config = with_defaults(yaml_load(run_dir / "config.yaml"))
+    import models  # noqa: F401  (registers the shipped methods)
+    from models.base import METHODS
+
+    if config["method"] not in METHODS:  # a run dir never imports code by itself: plugins are asked for
+        raise KeyError(f"{run_dir}: method {config['method']!r} is not registered here; the run was trained with "
+                       f"plugin(s) {info.get('plugins') or '(none)'}: pass them with --plugin to load them")
     saved = json.loads((run_dir / "metrics.json").read_text())
     cache_path = cache_path or info.get("cache") or saved.get("cache")
     if not cache_path:
