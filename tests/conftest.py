@@ -133,3 +133,11 @@ def cmath_meld_runs(demo_meld_cache, tmp_path_factory) -> dict[str, tuple[Path, 
 def summer_meld_runs(demo_meld_cache, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     """SUMMER on the MELD demo: the fused run and one run per modality, both stages each (~40 s in all)."""
     return _fused_and_single_modality_runs("summer", demo_meld_cache, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def single_thread_module():
+    """Module-wide :func:`one_torch_thread` (model unit tests on tiny tensors use it via
+    ``pytestmark = pytest.mark.usefixtures("single_thread_module")``)."""
+    with one_torch_thread():
+        yield

@@ -13,7 +13,6 @@ from models.dhmd import DHMD, MATCHINGS, SharedDictionary, kl_divergence, usage_
 from models.dmd import DMD, EDGES, GraphEdges, gd_prior
 from pipeline.config import load_config
 
-from conftest import one_torch_thread
 
 DIMS = {"text": 5, "audio": 3, "video": 4}
 TINY = dict(seq_len=9, d_model=8, num_heads=2, num_layers=1, kernel_sizes={"text": 2, "audio": 1, "video": 3},
@@ -21,11 +20,7 @@ TINY = dict(seq_len=9, d_model=8, num_heads=2, num_layers=1, kernel_sizes={"text
 DICT = dict(num_atoms=6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster on shared cores (see conftest.one_torch_thread)."""
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # tiny tensors: one thread is faster
 
 
 def tiny_dhmd(num_classes: int = 1, seed: int = 0, **overrides: object) -> DHMD:

@@ -16,7 +16,6 @@ from models.dmd import (DMD, EDGES, EDGE_NAMES, MODALITIES, ORT_LOSSES, REPR_DIS
                         sinusoidal_positions, subset_edges)
 from pipeline.config import load_config
 
-from conftest import one_torch_thread
 
 DIMS = {"text": 6, "audio": 3, "video": 4}
 TINY = dict(seq_len=10, d_model=8, num_heads=2, num_layers=1, kernel_sizes={"text": 3, "audio": 1, "video": 2},
@@ -24,11 +23,7 @@ TINY = dict(seq_len=10, d_model=8, num_heads=2, num_layers=1, kernel_sizes={"tex
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster on shared cores (see conftest.one_torch_thread)."""
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # tiny tensors: one thread is faster
 
 
 def tiny_model(num_classes: int = 1, seed: int = 0, **overrides: object) -> DMD:

@@ -16,13 +16,7 @@ DIMS = {"text": 7, "audio": 5, "video": 6}
 C = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than several on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # tiny tensors: one thread is faster
 
 
 def make_batch(lengths: list[int], seed: int = 0, dims: dict[str, int] = DIMS) -> dict[str, torch.Tensor]:
