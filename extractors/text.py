@@ -87,15 +87,37 @@ class _TextEncoder(TorchEncoder, Encoder):
         self._identity = weights_identity(weights)
         self.model.to(self.device)
 
-    def _forward(self, samples: list[list[int]], left: bool) -> tuple[Any, Any]:
-        """Last hidden states [B, L, D] (float32) and the attention mask [B, L]."""
-        ids, mask = _pad(samples, self.pad_id, left=left)
-        kwargs: dict[str, Any] = {}
-        if left:  # explicit positions: real tokens count from the model's first position whatever the padding
-            pos = (mask.cumsum(-1) - 1).clamp(min=0) + _position_offset(self.model)
-            kwargs["position_ids"] = pos.to(self.device)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
-        return out.last_hidden_state.float(), mask.to(self.device)
+    left_pad = False  # roberta-context left-pads so that its mask token is the last position of every row
+
+    def collate(self, samples: list[list[int]]) -> dict[str, Any]:
+        """Token id lists (``load``'s output) -> the model's input tensors on the CPU: ``input_ids``,
+        ``attention_mask`` and, for left-padded batches, explicit ``position_ids`` (real tokens count from
+        the model's first position whatever the padding). ``encode`` and fine-tuning share it."""
+        ids, mask = _pad(samples, self.pad_id, left=self.left_pad)
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if self.left_pad:
+            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + _position_offset(self.model)
+        return batch
+
+    def pooled(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """Run ``model`` (this encoder's model, or the same model being fine-tuned) on a ``collate``d batch
+        that is already on the model's device; returns (feature [B, D], last hidden states [B, L, D],
+        attention mask [B, L]). Differentiable: ``encode`` wraps it in ``inference_mode``."""
+        out = model(**batch)
+        hidden = out.last_hidden_state
+        return self.pool(hidden, batch["attention_mask"]), hidden, batch["attention_mask"]
+
+    def pool(self, hidden: Any, mask: Any) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _run(self, samples: list[list[int]]) -> tuple[Any, Any]:
+        """``encode``'s forward: (feature [B, D] float32, hidden [B, L, D] float32), no gradients."""
+        import torch
+
+        batch = {k: v.to(self.device) for k, v in self.collate(samples).items()}
+        with torch.inference_mode():
+            vec, hidden, _ = self.pooled(self.model, batch)
+        return vec.float(), hidden.float()
 
     def _base_settings(self) -> dict[str, Any]:
         return {**self._identity, "max_length": self.max_length, "dtype": dtype_name(self.dtype),
@@ -123,18 +145,16 @@ class RobertaEncoder(_TextEncoder):
     def load(self, item: EncoderInput) -> list[int]:
         return list(self.tokenizer(item.text or "", truncation=True, max_length=self.max_length)["input_ids"])
 
-    def encode(self, samples: list[list[int]]) -> EncoderOutput:
-        import torch
+    def pool(self, hidden: Any, mask: Any) -> Any:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        h, m = hidden.float(), mask.unsqueeze(-1).float()  # in float32 whatever the compute dtype
+        return (h * m).sum(1) / m.sum(1).clamp(min=1)
 
-        with torch.inference_mode():
-            hidden, mask = self._forward(samples, left=False)
-            if self.pooling == "cls":
-                vec = hidden[:, 0]
-            else:
-                m = mask.unsqueeze(-1).float()
-                vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-            seq = [hidden[i, :len(s)].cpu().numpy() for i, s in enumerate(samples)] if self.sequence else None
-            return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
+    def encode(self, samples: list[list[int]]) -> EncoderOutput:
+        vec, hidden = self._run(samples)
+        seq = [hidden[i, :len(s)].cpu().numpy() for i, s in enumerate(samples)] if self.sequence else None
+        return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
 
 
 def speaker_markers(history: Sequence[Sequence[str]], speaker: str) -> dict[str, int]:
@@ -186,14 +206,19 @@ def build_context_ids(tokenizer: Any, history: Sequence[Sequence[str]], speaker:
 
 
 def add_speaker_tokens(tokenizer: Any, model: Any) -> None:
-    """Add ``<s1>``..``<s9>`` to the tokenizer and give each a new embedding row equal to the mean of
-    the existing rows (deterministic, unlike ``resize_token_embeddings``' random init)."""
+    """Add ``<s1>``..``<s9>`` to the tokenizer and give each NEW embedding row the mean of the existing
+    rows (deterministic, unlike ``resize_token_embeddings``' random init). Tokens the tokenizer already
+    holds (a fine-tuned model dir saved with them) keep their trained rows."""
     import torch
 
+    unk = tokenizer.unk_token_id
+    new = [t for t in speaker_tokens() if tokenizer.convert_tokens_to_ids(t) in (None, unk)]
+    if not new:
+        return
     emb = model.get_input_embeddings()
     old = emb.weight.shape[0]
-    tokenizer.add_tokens(speaker_tokens(), special_tokens=True)
-    ids = tokenizer.convert_tokens_to_ids(speaker_tokens())
+    tokenizer.add_tokens(new, special_tokens=True)
+    ids = tokenizer.convert_tokens_to_ids(new)
     if max(ids) >= old:
         model.resize_token_embeddings(max(max(ids) + 1, old), mean_resizing=False)
         emb = model.get_input_embeddings()
@@ -243,12 +268,13 @@ class RobertaContextEncoder(_TextEncoder):
         return build_context_ids(self.tokenizer, [(str(s), str(t)) for s, t in history], item.speaker,
                                  item.text or "", self.max_length, self.speaker_format)
 
-    def encode(self, samples: list[list[int]]) -> EncoderOutput:
-        import torch
+    left_pad = True
 
-        with torch.inference_mode():
-            hidden, _ = self._forward(samples, left=True)
-            vec = hidden[:, -1]  # the mask is the last position of every left-padded row
-            seq = ([hidden[i, hidden.shape[1] - len(s):].cpu().numpy() for i, s in enumerate(samples)]
-                   if self.sequence else None)
-            return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
+    def pool(self, hidden: Any, mask: Any) -> Any:
+        return hidden[:, -1]  # the mask is the last position of every left-padded row
+
+    def encode(self, samples: list[list[int]]) -> EncoderOutput:
+        vec, hidden = self._run(samples)
+        seq = ([hidden[i, hidden.shape[1] - len(s):].cpu().numpy() for i, s in enumerate(samples)]
+               if self.sequence else None)
+        return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)

@@ -68,3 +68,22 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, dropout: float = 0.0,
     """Linear(in, hidden) -> activation -> Dropout -> Linear(hidden, out)."""
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), activation(), nn.Dropout(dropout),
                          nn.Linear(hidden_dim, out_dim))
+
+
+class ProjectionHead(nn.Module):
+    """h = act(Linear(Dropout(x))), z = Linear(h): a feature projection and a classifier on top.
+
+    TelME's teacher head (spec 2.2: h_T = W_T F_T + b, z_T = U_T h_T + c; ``proj`` = W_T, ``head`` = U_T) and
+    the head of a fine-tuned encoder (``pipeline/finetune.py``) are this module, so a fine-tuned head's
+    weights load into TelME's teacher group unchanged."""
+
+    def __init__(self, *, in_dim: int, hidden: int, num_classes: int, dropout: float, use_mlp: bool = False) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_dim, hidden)
+        self.act: nn.Module = nn.GELU() if use_mlp else nn.Identity()
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.act(self.proj(self.dropout(x)))
+        return h, self.head(h)

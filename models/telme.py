@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import Method, MethodOutput, Stage, register_method
-from models.blocks import dist_response_loss, mlp, similarity_kl_loss
+from models.blocks import ProjectionHead, dist_response_loss, mlp, similarity_kl_loss
 
 __all__ = ["ASF", "ASFOutput", "TelME", "dist_response_loss", "similarity_kl_loss", "shift_weight"]
 
@@ -108,19 +108,9 @@ class ASF(nn.Module):
         return ASFOutput(self.classifier(fused), fused, g, shift, lam)
 
 
-class TeacherHead(nn.Module):
-    """Cached-mode teacher (spec 2.6 A): h_T = Linear(Dropout(F_T)) [optionally GELU], z_T = Linear(h_T)."""
-
-    def __init__(self, *, in_dim: int, hidden: int, num_classes: int, dropout: float, use_mlp: bool) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(in_dim, hidden)  # W_T
-        self.act: nn.Module = nn.GELU() if use_mlp else nn.Identity()
-        self.head = nn.Linear(hidden, num_classes)  # U_T
-
-    def forward(self, f_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.act(self.proj(self.dropout(f_text)))
-        return h, self.head(h)
+class TeacherHead(ProjectionHead):
+    """Cached-mode teacher (spec 2.6 A): h_T = Linear(Dropout(F_T)) [optionally GELU], z_T = Linear(h_T).
+    With ``init: {teacher: <finetune run>}`` it starts from the fine-tuned encoder's head (paper stage 1)."""
 
 
 class StudentHead(nn.Module):

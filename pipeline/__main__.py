@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "read": ("pipeline.corpora.cli", "read a corpus and print its report"),
     "features": ("pipeline.extract", "extract features into the cache"),
     "train": ("pipeline.train", "train a method on a cache"),
+    "finetune": ("pipeline.finetune", "fine-tune a text encoder on a corpus (then features --finetuned RUN)"),
     "evaluate": ("pipeline.evaluate", "re-score a saved run"),
     "analyse": ("pipeline.analysis", "per-head accuracy by where the demo planted each cue"),
     "predict": ("pipeline.predict", "emotions of a new clip or dialogue under a trained run"),

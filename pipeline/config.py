@@ -24,7 +24,10 @@ import yaml
 
 # ``paper:`` holds the paper's reported numbers for that corpus (``make compare`` shows them beside ours);
 # the trainer ignores it.
-TOP_LEVEL_KEYS = ("method", "default_corpus", "features", "label_set", "model", "stages", "train", "paper")
+# ``init:`` starts parameter groups from fine-tuning runs (``{group: run dir}``, see ``pipeline.train.init_groups``);
+# ``encoder:`` is the fine-tuning stage's encoder block (``pipeline/finetune.py``).
+TOP_LEVEL_KEYS = ("method", "default_corpus", "features", "label_set", "model", "stages", "train", "paper", "init",
+                  "encoder")
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 42,
@@ -38,6 +41,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "select_metric": "auto",  # auto = weighted_f1 (classification) / mae (regression)
     "max_len": 50,
     "find_unused_parameters": False,  # multi-GPU (DDP) only: set true if a stage leaves trainable params unused
+    "grad_accum_steps": 1,  # optimizer step every N batches (effective batch = N x batch_size x processes)
 }
 STAGE_REQUIRED = ("epochs", "lr", "batch_size")
 STAGE_OVERRIDABLE = ("weight_decay", "grad_clip", "warmup", "scheduler", "optimizer")
@@ -170,7 +174,7 @@ def validate_config(config: dict[str, Any], where: str = "config") -> None:
             raise ConfigError(f"{where}: unknown top-level key {key!r}; known: {', '.join(TOP_LEVEL_KEYS)}")
     if not config.get("method"):
         raise ConfigError(f"{where}: no `method:` given")
-    for block in ("features", "model", "stages", "train", "paper"):
+    for block in ("features", "model", "stages", "train", "paper", "init", "encoder"):
         if not isinstance(config.get(block, {}), dict):
             raise ConfigError(f"{where}: `{block}:` must be a mapping")
     for key in config.get("train", {}):

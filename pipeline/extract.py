@@ -312,7 +312,26 @@ def process_state():
 
 
 def column_name(encoder: Encoder) -> str:
-    return f"{encoder.modality}.{encoder.name}"
+    """``<modality>.<encoder>``, or ``<modality>.<encoder>@<tag>`` for an encoder built from a fine-tuning
+    run (``column_tag``, default ``ft``): frozen and fine-tuned columns of one encoder coexist."""
+    tag = getattr(encoder, "column_tag", None)
+    return f"{encoder.modality}.{encoder.name}" + (f"@{tag}" if tag else "")
+
+
+def finetuned_encoder(run_dir: str | Path, tag: str | None = None, sequence: Sequence[str] = ()) -> Encoder:
+    """The encoder a ``finetune`` run saved (``<run>/encoder``, its settings from ``finetune.json``), tagged
+    so its column is ``<modality>.<encoder>@<tag>``."""
+    from extractors.base import create_encoder
+    from pipeline.finetune import finetuned_encoder_kwargs
+
+    name, kwargs, info = finetuned_encoder_kwargs(run_dir)
+    if name in sequence:
+        kwargs["sequence"] = True
+    encoder = create_encoder(name, **kwargs)
+    encoder.init_kwargs = dict(kwargs)  # type: ignore[attr-defined]
+    encoder.column_tag = tag or info.get("column_tag") or "ft"  # type: ignore[attr-defined]
+    encoder.finetuned_from = str(Path(run_dir).resolve())  # type: ignore[attr-defined]
+    return encoder
 
 
 def build_encoder(name: str, settings: ExtractSettings) -> Encoder:
@@ -378,7 +397,8 @@ def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) 
                         "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
                         "dtype": settings.dtype, "sequence": name in settings.sequence,
                         "uses_history": bool(encoder.uses_history), "profile": settings.profile,
-                        "kwargs": getattr(encoder, "init_kwargs", None)}
+                        "kwargs": getattr(encoder, "init_kwargs", None),
+                        "finetuned_from": getattr(encoder, "finetuned_from", None)}
         report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
                             "computed": len(todo), "random_weights": bool(encoder.random_weights),
                             "seconds": round(time.perf_counter() - t_enc, 2),
@@ -504,6 +524,10 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="encoder compute dtype on GPU")
     p.add_argument("--set", action="append", default=[], metavar="ENC.KEY=VALUE",
                    help="encoder setting override, e.g. --set timesformer.num_frames=16 --set roberta.weights=/models/rl")
+    p.add_argument("--finetuned", nargs="+", default=[], metavar="RUN_DIR",
+                   help="also cache the encoder of each `finetune` run as column <modality>.<encoder>@<tag> "
+                        "(alone: only those columns, the cache's other columns are kept)")
+    p.add_argument("--tag", default=None, help="column tag of the --finetuned columns (default: ft)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
@@ -519,8 +543,12 @@ def cli(argv: list[str] | None = None) -> int:
     entry = corpus_entry(a.corpus, a.root)
     data = read_corpus(entry.reader, entry.root, **entry.options)
     data.name = a.corpus
-    settings = ExtractSettings(encoders=a.encoders or entry.encoders, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
-                               num_workers=a.num_workers, shard_size=a.shard_size, sequence=tuple(entry.sequence if a.sequence is None else a.sequence),
+    sequence = tuple(entry.sequence if a.sequence is None else a.sequence)
+    tuned = [finetuned_encoder(run, a.tag, sequence) for run in a.finetuned]
+    if len({column_name(e) for e in tuned}) < len(tuned):
+        p.error("two --finetuned runs would write the same column; give them separately with different --tag")
+    settings = ExtractSettings(encoders=list(a.encoders or ([] if tuned else entry.encoders)) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
+                               num_workers=a.num_workers, shard_size=a.shard_size, sequence=sequence,
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
     report = extract(data, Path(a.cache_root) / a.corpus, settings)
     if process_state().is_main_process:

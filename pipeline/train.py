@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -44,6 +45,7 @@ from pipeline.metrics import DEFAULT_SELECT_METRIC, compute_metrics, higher_is_b
 from pipeline.registry import Registry
 
 CRASH_ENV = "MERC_CRASH_AFTER_EPOCHS"  # test hook: raise after this many epochs of this process
+CRASH_STEPS_ENV = "MERC_CRASH_AFTER_STEPS"  # test hook: raise mid-epoch, after this many batches of this process
 CHECKPOINTS = "checkpoints"
 PROGRESS_FILE = "progress.json"
 
@@ -107,6 +109,39 @@ def build_model(config: dict[str, Any], data: RunData) -> Method:
             raise ConfigError(f"config `model.{key}` is filled in from the cache; remove it")
     return build_method(config["method"], input_dims=data.input_dims, num_classes=data.num_classes,
                         **config["model"])
+
+
+def init_groups(method: Method, init: dict[str, str], cache: Cache | None) -> None:
+    """Config ``init: {<param group>: <fine-tuned run dir>}``: start that group from the head a
+    ``finetune`` run saved (``head.safetensors``), e.g. TelME's teacher = the fine-tuned text encoder's
+    head over the cached features of that same fine-tuned encoder. The cache must hold a column
+    extracted from that run's encoder (checked by content hash), else the head would sit on other
+    features."""
+    if not init:
+        return
+    from safetensors.torch import load_file
+
+    groups = method.param_groups_all()
+    for group, run in init.items():
+        if not run:
+            raise ConfigError(f"config init.{group} is empty: give the fine-tuning run dir, "
+                              f"e.g. --set init.{group}=runs/<finetune run>")
+        if group not in groups:
+            raise ConfigError(f"config init.{group}: no parameter group {group!r}; the method has: {sorted(groups)}")
+        run_dir = Path(str(run))
+        head, info_file = run_dir / "head.safetensors", run_dir / "finetune.json"
+        if not head.is_file() or not info_file.is_file():
+            raise ConfigError(f"config init.{group}: {run_dir} is not a fine-tuning run dir (no head.safetensors "
+                              f"+ finetune.json); run `python -m pipeline finetune` first")
+        content = json.loads(info_file.read_text()).get("encoder_content")
+        columns = (cache.meta.get("columns", {}) if cache is not None else {})
+        if cache is not None and not any((c.get("settings") or {}).get("content") == content for c in columns.values()):
+            raise ConfigError(f"config init.{group}: cache {cache.path} has no column extracted from the fine-tuned "
+                              f"encoder of {run_dir}; run `python -m pipeline features --finetuned {run_dir}` first")
+        try:
+            groups[group].load_state_dict(load_file(str(head)))
+        except RuntimeError as e:
+            raise ConfigError(f"config init.{group}: {head} does not fit group {group!r}: {e}") from None
 
 
 def select_metric(config: dict[str, Any], task: str) -> str:
@@ -192,7 +227,11 @@ class Trainer:
     """One training run of one seed into ``out_dir``; ``run()`` returns the result dict."""
 
     def __init__(self, *, config: dict[str, Any], cache: Cache, out_dir: Path, seed: int, resume: bool = False,
-                 run_info: dict[str, Any] | None = None) -> None:
+                 run_info: dict[str, Any] | None = None, data: RunData | None = None,
+                 build: Callable[[RunData], Method] | None = None) -> None:
+        """``data`` / ``build`` replace the cached-features defaults (``prepare_data(config, cache)`` and the
+        registered method of ``config["method"]``): the fine-tuning stage hands in tokenized text splits and
+        an encoder + head that meets the same ``Method`` contract (``pipeline/finetune.py``)."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
@@ -203,11 +242,14 @@ class Trainer:
         _fresh_precision(config["train"]["mixed_precision"])
         self.accelerator = Accelerator(
             mixed_precision=config["train"]["mixed_precision"], log_with="tensorboard", project_dir=str(out_dir),
+            gradient_accumulation_steps=int(config["train"]["grad_accum_steps"]),
             kwargs_handlers=[DistributedDataParallelKwargs(
                 find_unused_parameters=bool(config["train"]["find_unused_parameters"]))])
         set_seed(self.seed)
-        self.data = prepare_data(config, cache)
-        self.method = build_model(config, self.data).to(self.accelerator.device)
+        self.data = data if data is not None else prepare_data(config, cache)
+        self.method = (build(self.data) if build is not None else build_model(config, self.data))
+        init_groups(self.method, config.get("init") or {}, cache)
+        self.method = self.method.to(self.accelerator.device)
         self.stages = self.method.stages()
         self.metric = select_metric(config, self.data.task)
         self.generator = torch.Generator()
@@ -221,7 +263,7 @@ class Trainer:
             if self.progress.stage_names != [s.name for s in self.stages]:
                 raise ValueError(f"{progress_file}: stages {self.progress.stage_names} differ from the "
                                  f"method's {[s.name for s in self.stages]}")
-        self.epochs_this_process = 0
+        self.epochs_this_process = self.steps_this_process = 0
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.out_dir / "config.yaml")
@@ -263,21 +305,25 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         steps = 0
         for batch in loader:
-            out: MethodOutput = model(batch, stage=stage.name)
-            if not out.losses:
-                raise ValueError(f"method returned no losses in stage {stage.name!r}")
-            loss = sum(out.losses.values())
-            acc.backward(loss)
-            if hp.grad_clip > 0 and acc.sync_gradients:
-                acc.clip_grad_norm_(params, hp.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            with acc.accumulate(model):  # train.grad_accum_steps: the optimizer steps every N batches
+                out: MethodOutput = model(batch, stage=stage.name)
+                if not out.losses:
+                    raise ValueError(f"method returned no losses in stage {stage.name!r}")
+                loss = sum(out.losses.values())
+                acc.backward(loss)
+                if hp.grad_clip > 0 and acc.sync_gradients:
+                    acc.clip_grad_norm_(params, hp.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             terms = {**{k: v.detach().float() for k, v in out.losses.items()}, "total": loss.detach().float()}
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
             self.progress.global_step += 1
+            self.steps_this_process += 1
+            if os.environ.get(CRASH_STEPS_ENV) and self.steps_this_process >= int(os.environ[CRASH_STEPS_ENV]):
+                raise SimulatedCrash(f"{CRASH_STEPS_ENV}: stopping after {self.steps_this_process} batch(es)")
             values = {k: float(v) for k, v in terms.items()}
             if not np.isfinite(values["total"]):
                 raise FloatingPointError(f"stage {stage.name!r}: loss is {values} at step {self.progress.global_step}")
@@ -317,7 +363,8 @@ class Trainer:
         optimizer = OPTIMIZERS.get(hp.optimizer)(params, lr=hp.lr, weight_decay=hp.weight_decay)
         loader = make_loader(self.data.splits["train"], batch_size=hp.batch_size, shuffle=True,
                              generator=self.generator)
-        total = hp.epochs * len(loader)  # un-sharded length: Accelerate steps the schedule once per process
+        # Optimizer steps: un-sharded length (Accelerate steps the schedule once per process) / accumulation.
+        total = hp.epochs * math.ceil(len(loader) / int(self.config["train"]["grad_accum_steps"]))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, SCHEDULES.get(hp.scheduler)(int(hp.warmup * total), total))
         model, optimizer, loader, scheduler = acc.prepare(self.method, optimizer, loader, scheduler)
@@ -447,15 +494,23 @@ def _new_run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Path, dict[
     return Path(args.out) / name[0], config, info
 
 
-def cli(argv: Sequence[str]) -> int:
+RunOne = Callable[[dict[str, Any], Path, int, bool, dict[str, Any]], dict[str, Any]]
+NewRun = Callable[[argparse.Namespace, Sequence[str]], tuple[Path, dict[str, Any], dict[str, Any]]]
+
+
+def launch(args: argparse.Namespace, argv: Sequence[str], *, new_run: NewRun, run_one: RunOne,
+           command: str = "train") -> int:
+    """The run-dir life cycle shared by ``train`` and ``finetune``: a new run dir (``run.json`` +
+    ``config.yaml``, every process agreeing on the name) or ``--resume`` of an existing one, then one
+    ``run_one(config, out_dir, seed, resume, info)`` per seed (finished seeds are skipped on resume),
+    the multi-seed aggregate and the metrics table."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     from pipeline.report import collect_run_info, print_metrics_table, write_aggregate
 
-    args = _parser().parse_args(list(argv))
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator() will read it
-    load_plugins(args.plugin)
+    load_plugins(getattr(args, "plugin", []))
     if args.resume:
         if args.overrides or args.seeds:
             raise ConfigError("--resume keeps the run's config and seeds; drop --set / --seeds")
@@ -463,10 +518,14 @@ def cli(argv: Sequence[str]) -> int:
         if not (run_dir / "run.json").exists():
             raise FileNotFoundError(f"{run_dir / 'run.json'} not found: {run_dir} is not a run dir")
         info = json.loads((run_dir / "run.json").read_text())
+        if info.get("kind", "train") != command:
+            raise ConfigError(f"{run_dir} is a {info.get('kind', 'train')} run; resume it with "
+                              f"`python -m pipeline {info.get('kind', 'train')} --resume {run_dir}`")
         load_plugins(info.get("plugins", []))
         config = with_defaults(yaml_load(run_dir / "config.yaml"))
     else:
-        run_dir, config, info = _new_run(args, argv)
+        run_dir, config, info = new_run(args, argv)
+        info["kind"] = command
         taken = (run_dir / "run.json").exists()
         state.wait_for_everyone()  # every process looks before the main process writes
         if taken:
@@ -477,7 +536,6 @@ def cli(argv: Sequence[str]) -> int:
             (run_dir / "run.json").write_text(json.dumps(info, indent=2))
             save_config(config, run_dir / "config.yaml")
         state.wait_for_everyone()
-    cache = load_cache(info["cache"])
     seeds = info["seeds"]
     results = []
     for seed in seeds:
@@ -486,11 +544,27 @@ def cli(argv: Sequence[str]) -> int:
         if args.resume and done.exists():
             results.append(json.loads(done.read_text()))
             continue
-        results.append(train(config, cache, out, seed, resume=bool(args.resume), run_info=info))
+        results.append(run_one(config, out, seed, bool(args.resume), info))
     if state.is_main_process:
         if len(seeds) > 1:
-            write_aggregate(run_dir, results=results, config=config, cache=cache, info=info)
+            write_aggregate(run_dir, results=results, config=config, cache=run_source(info), info=info)
         print_metrics_table(results, title=f"{run_dir}")
     return 0
 
 
+def run_source(info: dict[str, Any]) -> Cache:
+    """What a run trained on, for its reports: the features cache, or for a fine-tuning run the corpus."""
+    if info.get("kind") == "finetune":
+        from pipeline.finetune import corpus_source
+
+        return corpus_source(info)
+    return load_cache(info["cache"])
+
+
+def cli(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(list(argv))
+
+    def run_one(config: dict[str, Any], out: Path, seed: int, resume: bool, info: dict[str, Any]) -> dict[str, Any]:
+        return train(config, load_cache(info["cache"]), out, seed, resume=resume, run_info=info)
+
+    return launch(args, argv, new_run=_new_run, run_one=run_one)
