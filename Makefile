@@ -6,6 +6,7 @@
 #   make train METHOD=telme CORPUS=demo-meld SEEDS="0 1 2" SET="stages.fusion.lr=1e-4"
 #   make predict RUN=runs/demo-telme INPUT=clip.mp4 TEXT="transcript" [ARGS="--explain --json p.json"]
 #   make compare CORPUS=demo-meld SEEDS="0 1 2" [EPOCHS=1] [SET="train.eval_batch_size=8"]
+#   make finetune ENCODER=roberta-context CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [SET="stages.finetune.lr=1e-5"]
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -31,6 +32,7 @@ PROFILE ?= offline
 CACHE ?= cache
 ENCODERS ?=
 METHOD ?= telme
+ENCODER ?= roberta-context
 CONFIG ?=
 SEEDS ?=
 SET ?=
@@ -42,12 +44,14 @@ ARGS ?=
 EPOCHS ?=
 OUT ?=
 DEMO_DATA ?= data/demo
+FINETUNED ?=
 
 ROOT_ARG := $(if $(ROOT),--root $(ROOT),)
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
-.PHONY: install demo demo-data features train evaluate predict compare test bench-features bench-train clean help
+.PHONY: install demo demo-data features train finetune evaluate predict compare test bench-features bench-train \
+	bench-finetune clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -76,7 +80,7 @@ features: install
 	if [[ "$$corpus" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$${corpus#demo-}" ]]; then \
 		$(MAKE) --no-print-directory demo-data || exit 1; fi; \
 	$(PY) -m pipeline features --corpus $$corpus $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) \
-		$(if $(ENCODERS),--encoders $(ENCODERS),)
+		$(if $(ENCODERS),--encoders $(ENCODERS),) $(if $(FINETUNED),--finetuned $(FINETUNED),)
 
 train: install
 	@corpus="$(CORPUS)"; \
@@ -85,6 +89,15 @@ train: install
 	if [[ ! -f "$(CACHE)/$$corpus/meta.json" ]]; then $(MAKE) --no-print-directory features CORPUS=$$corpus || exit 1; fi; \
 	$(PY) -m pipeline train --method $(METHOD) --corpus $$corpus $(CONFIG_ARG) --cache-root $(CACHE) \
 		$(if $(SEEDS),--seeds $(SEEDS),) --out $(RUNS) $(SET_ARGS)
+
+# Fine-tune a text encoder on a corpus (configs/finetune/<encoder>/); then cache it with
+# `make features CORPUS=... FINETUNED=runs/<ft run>` (column <modality>.<encoder>@ft).
+finetune: install
+	@corpus="$(or $(CORPUS),demo-meld)"; \
+	if [[ "$$corpus" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$${corpus#demo-}" ]]; then \
+		$(MAKE) --no-print-directory demo-data || exit 1; fi; \
+	$(PY) -m pipeline finetune --encoder $(ENCODER) --corpus $$corpus $(ROOT_ARG) --profile $(PROFILE) \
+		$(CONFIG_ARG) $(if $(SEEDS),--seeds $(SEEDS),) --out $(RUNS) $(SET_ARGS)
 
 evaluate: install
 	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/<run dir>"; exit 2; }
@@ -120,6 +133,9 @@ bench-features: install
 
 bench-train: install
 	$(PY) bench/bench_train.py
+
+bench-finetune: install
+	$(PY) bench/bench_finetune.py $(ARGS)
 
 clean:
 	rm -rf $(CACHE) $(RUNS) $(DEMO_DATA)

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 RSS_SAMPLE_SECONDS = 0.02
+VARIANT_FILE = "finetuned.yaml"  # configs/<method>/finetuned.yaml: the method on a fine-tuned text column
 
 
 # ----------------------------------------------------------------------------------------- memory
@@ -109,6 +110,13 @@ class MethodPlan:
     overrides: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     skip: str | None = None
+    variant: str | None = None  # "ft": configs/<method>/finetuned.yaml layered on top (fine-tuned text column)
+    config_path: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The row name: ``<method>`` or ``<method>+ft`` (text features of a fine-tuned encoder)."""
+        return self.method + (f"+{self.variant}" if self.variant else "")
 
 
 def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Sequence[str] | None = None,
@@ -116,13 +124,19 @@ def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Seq
     """Which registered methods can train on ``cache`` with their config, and with which overrides."""
     import models  # noqa: F401  (registers the methods)
     from models.base import METHODS
-    from pipeline.config import configs_dir, corpus_config_name, load_config
+    from pipeline.config import configs_dir, corpus_config_name, load_config, read_yaml
 
     names = list(methods) if methods else METHODS.names()
     columns = cache.meta.get("columns", {})
     plans: list[MethodPlan] = []
-    for name in names:
-        plan = MethodPlan(method=name)
+    wanted: list[MethodPlan] = []
+    for name in names:  # each method, then its fine-tuned-text variant where the cache holds that column
+        wanted.append(MethodPlan(method=name))
+        variant = configs_dir() / name / VARIANT_FILE
+        if variant.exists() and all(c in columns for c in (read_yaml(variant).get("features") or {}).values()):
+            wanted.append(MethodPlan(method=name, variant="ft", config_path=str(variant)))
+    for plan in wanted:
+        name = plan.method
         plans.append(plan)
         if name not in METHODS:
             plan.skip = f"not a registered method (known: {', '.join(METHODS.names())})"
@@ -136,10 +150,11 @@ def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Seq
             continue
         plan.corpus_config = corpus_config_name(name, corpus_names)
         try:
-            base = load_config(name, plan.corpus_config)
-            plan.overrides = [f"stages.{s}.epochs={int(epochs)}" for s in base["stages"]] if epochs else []
+            base = load_config(name, plan.corpus_config, plan.config_path)
+            plan.overrides = [f"stages.{s}.epochs={int(epochs)}" for s in base["stages"]
+                              if not (epochs and base["stages"][s].get("epochs") == 0)] if epochs else []
             plan.overrides += list(set_all)
-            plan.config = load_config(name, plan.corpus_config, overrides=plan.overrides)
+            plan.config = load_config(name, plan.corpus_config, plan.config_path, overrides=plan.overrides)
         except Exception as e:  # a config that does not load is that method's problem, said in the table
             plan.skip = f"config does not load: {e}"
             continue
@@ -171,15 +186,15 @@ def train_seed(plan: MethodPlan, seed: int, out: Path, cache_args: list[str]) ->
     """One seed of one method through the trainer's CLI; returns its metrics.json plus resources."""
     from pipeline.train import cli as train_cli
 
-    argv = ["--method", plan.method, *cache_args, "--seeds", str(seed), "--out", str(out / plan.method),
-            "--name", f"seed-{seed}"]
+    argv = ["--method", plan.method, *cache_args, "--seeds", str(seed), "--out", str(out / plan.label),
+            "--name", f"seed-{seed}", *(["--config", plan.config_path] if plan.config_path else [])]
     for o in plan.overrides:
         argv += ["--set", o]
     t0 = time.perf_counter()
     with PeakMemory() as mem:
         train_cli(argv)
     seconds = time.perf_counter() - t0
-    run_dir = out / plan.method / f"seed-{seed}"
+    run_dir = out / plan.label / f"seed-{seed}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     resources = {"seconds": seconds, "peak_rss_mb": mem.rss_mb, "peak_cuda_mb": mem.cuda_mb,
                  "command": "python -m pipeline train " + " ".join(argv)}
@@ -198,7 +213,7 @@ def summarize_method(plan: MethodPlan, seeds: list[dict[str, Any]], task: str) -
     """Mean ± std over seeds of the headline test metrics and of the resources."""
     from pipeline.report import TABLE_METRICS
 
-    row: dict[str, Any] = {"method": plan.method, "status": "ok", "corpus_config": plan.corpus_config,
+    row: dict[str, Any] = {"method": plan.label, "status": "ok", "variant": plan.variant, "corpus_config": plan.corpus_config,
                            "overrides": plan.overrides, "seeds": [s["metrics"].get("seed") for s in seeds],
                            "runs": [s["run_dir"] for s in seeds], "metrics": {}}
     for name in TABLE_METRICS[task]:
@@ -331,19 +346,24 @@ def compare(*, cache_path: Path, out: Path, seeds: Sequence[int], corpus: str | 
     rows: list[dict[str, Any]] = []
     for plan in plans:
         if plan.skip:
-            print(f"compare: skip {plan.method}: {plan.skip}")
-            rows.append({"method": plan.method, "status": "skipped", "reason": plan.skip})
+            print(f"compare: skip {plan.label}: {plan.skip}")
+            rows.append({"method": plan.label, "status": "skipped", "reason": plan.skip})
             continue
-        print(f"compare: {plan.method} (configs/{plan.method}/{plan.corpus_config or 'base'}.yaml"
+        print(f"compare: {plan.label} (configs/{plan.method}/{plan.corpus_config or 'base'}.yaml"
+              f"{' + ' + plan.config_path if plan.config_path else ''}"
               f"{', ' + ' '.join(plan.overrides) if plan.overrides else ''}), seeds {list(seeds)}")
         try:
             results = [train_seed(plan, int(s), out, cache_args) for s in seeds]
             rows.append(summarize_method(plan, results, cache.task))
         except Exception as e:  # one method failing must not hide the others' numbers
             traceback.print_exc()
-            rows.append({"method": plan.method, "status": "failed", "reason": f"{type(e).__name__}: {e}"})
+            rows.append({"method": plan.label, "status": "failed", "reason": f"{type(e).__name__}: {e}"})
     title = f"compare on {corpus or cache.meta.get('corpus') or cache_path.name}: test split, seeds {list(seeds)}"
     notes = [f"Cache `{cache_path}` (fingerprint {cache.fingerprint()}); every method with its own config."]
+    if any(p.variant == "ft" and not p.skip for p in plans):
+        notes.append("`<method>+ft` rows: the same method with `configs/<method>/finetuned.yaml` on top, i.e. text "
+                     "features of an encoder fine-tuned on this corpus (`features --finetuned`) instead of the "
+                     "frozen one.")
     if epochs or set_all:
         notes.append(f"Shortened for a quick look: {'every stage ' + str(epochs) + ' epochs' if epochs else ''}"
                      f"{'; ' if epochs and set_all else ''}{'overrides ' + ' '.join(set_all) if set_all else ''}"

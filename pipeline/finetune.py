@@ -96,7 +96,11 @@ class EncoderClassifier(Method):
                     m.p = float(encoder_dropout)
         if gradient_checkpointing:
             self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.frozen = frozen_parameters(self.backbone, freeze_layers)
+        # The pooler (BERT/RoBERTa's tanh layer over [CLS]) is never used: the feature is read from the last
+        # hidden states. Kept out of training (DDP requires every trained parameter to get a gradient).
+        pooler = getattr(self.backbone, "pooler", None)
+        unused = list(pooler.parameters()) if isinstance(pooler, nn.Module) else []
+        self.frozen = frozen_parameters(self.backbone, freeze_layers) + unused
 
     def stages(self) -> list[Stage]:
         return [Stage("finetune", ("encoder", "head"), modality="text")]
@@ -330,12 +334,10 @@ def finetune(config: dict[str, Any], data: Any, out_dir: str | Path, seed: int, 
 
     trainer = Trainer(config=config, cache=source, out_dir=Path(out_dir), seed=seed, resume=resume,
                       run_info=info, data=run_data, build=build)
-    result = trainer.run()
-    if trainer.accelerator.is_main_process:
-        method = trainer.accelerator.unwrap_model(trainer.method)
-        export_finetuned(Path(out_dir), method, encoder_name=name, profile=profile,
+    result = trainer.run()  # ends with the process group torn down: no collective after this
+    if trainer.accelerator.is_main_process:  # trainer.method holds the best-dev weights, unwrapped
+        export_finetuned(Path(out_dir), trainer.method, encoder_name=name, profile=profile,
                          kwargs=dict(encoder.init_kwargs), data=run_data, corpus=data.name)
-    trainer.accelerator.wait_for_everyone()
     return result
 
 

@@ -214,12 +214,19 @@ def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache
         f"- Command: `{info.get('command', '(programmatic call)')}`",
         f"- Config files: {', '.join(info.get('config_files', [])) or '(given as a dict)'}; "
         f"overrides: {info.get('overrides') or 'none'}",
-        f"- Cache: `{cache.path}` (fingerprint {cache.fingerprint()}, task {cache.task})",
+        (f"- Data: corpus `{cache.meta.get('corpus')}` read from `{cache.meta.get('root')}` (records fingerprint "
+         f"{cache.meta.get('records_fingerprint')}, task {cache.task}); encoder `{(config.get('encoder') or {}).get('name')}` "
+         f"fine-tuned end to end, saved in `encoder/` + `head.safetensors` (see finetune.json)"
+         if cache.meta.get("source") == "corpus" else
+         f"- Cache: `{cache.path}` (fingerprint {cache.fingerprint()}, task {cache.task})"),
         f"- Git commit: {git.get('commit') or 'unknown'}{dirty}",
         f"- Seeds: {[r['seed'] for r in results]}; processes: {first.get('num_processes', 1)} "
         f"(a stage's batch_size is per process)",
         f"- Selection: {selection_rule(first['select_metric'])}.",
     ]
+    if info.get("init"):
+        lines.append("- Parameter groups started from fine-tuning runs: "
+                     + ", ".join(f"{g} <- `{r}/head.safetensors`" for g, r in info["init"].items()))
     if first["task"] == "regression":
         lines.append(f"- {ACC2_NOTE}")
     lines += ["", "## Features", ""] + _feature_lines(config, cache)

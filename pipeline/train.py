@@ -111,21 +111,34 @@ def build_model(config: dict[str, Any], data: RunData) -> Method:
                         **config["model"])
 
 
-def init_groups(method: Method, init: dict[str, str], cache: Cache | None) -> None:
-    """Config ``init: {<param group>: <fine-tuned run dir>}``: start that group from the head a
+def init_groups(method: Method, init: dict[str, str], cache: Cache | None,
+                features: dict[str, str] | None = None) -> dict[str, str]:
+    """Config ``init: {<param group>: <fine-tuned run dir> | auto}``: start that group from the head a
     ``finetune`` run saved (``head.safetensors``), e.g. TelME's teacher = the fine-tuned text encoder's
-    head over the cached features of that same fine-tuned encoder. The cache must hold a column
-    extracted from that run's encoder (checked by content hash), else the head would sit on other
-    features."""
+    head over the cached features of that same fine-tuned encoder. ``auto`` = the run that the config's
+    one fine-tuned feature column was extracted from (``finetuned_from`` in the cache meta). The cache must
+    hold a column extracted from that run's encoder (checked by content hash), else the head would sit on
+    other features. Returns the resolved ``{group: run dir}``."""
     if not init:
-        return
+        return {}
     from safetensors.torch import load_file
 
     groups = method.param_groups_all()
+    columns = cache.meta.get("columns", {}) if cache is not None else {}
+    resolved: dict[str, str] = {}
     for group, run in init.items():
+        if run == "auto":
+            sources = sorted({str(columns.get(c, {}).get("finetuned_from")) for c in (features or {}).values()
+                              if columns.get(c, {}).get("finetuned_from")})
+            if len(sources) != 1:
+                raise ConfigError(f"config init.{group}=auto needs exactly one feature column extracted from a "
+                                  f"fine-tuning run (features --finetuned RUN); found {sources or 'none'}: "
+                                  f"give --set init.{group}=runs/<finetune run>")
+            run = sources[0]
         if not run:
             raise ConfigError(f"config init.{group} is empty: give the fine-tuning run dir, "
                               f"e.g. --set init.{group}=runs/<finetune run>")
+        resolved[group] = str(run)
         if group not in groups:
             raise ConfigError(f"config init.{group}: no parameter group {group!r}; the method has: {sorted(groups)}")
         run_dir = Path(str(run))
@@ -141,7 +154,9 @@ def init_groups(method: Method, init: dict[str, str], cache: Cache | None) -> No
         try:
             groups[group].load_state_dict(load_file(str(head)))
         except RuntimeError as e:
-            raise ConfigError(f"config init.{group}: {head} does not fit group {group!r}: {e}") from None
+            raise ConfigError(f"config init.{group}: {head} does not fit group {group!r} (is model.hidden the "
+                              f"fine-tuning run's model.head_hidden?): {e}") from None
+    return resolved
 
 
 def select_metric(config: dict[str, Any], task: str) -> str:
@@ -248,7 +263,7 @@ class Trainer:
         set_seed(self.seed)
         self.data = data if data is not None else prepare_data(config, cache)
         self.method = (build(self.data) if build is not None else build_model(config, self.data))
-        init_groups(self.method, config.get("init") or {}, cache)
+        self.run_info["init"] = init_groups(self.method, config.get("init") or {}, cache, config.get("features"))
         self.method = self.method.to(self.accelerator.device)
         self.stages = self.method.stages()
         self.metric = select_metric(config, self.data.task)

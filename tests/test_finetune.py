@@ -223,7 +223,10 @@ def test_two_machines_on_localhost_equal_one_process(tiny_bert: Path, demo_root:
     common = ["finetune", "--encoder", "roberta-context", "--corpus", "demo-meld", "--root", str(demo_root / "meld"),
               "--out", str(tmp_path), "--set", f"encoder.settings.weights={tiny_bert}", "--set", "encoder.max_samples=32",
               "--set", "stages.finetune.epochs=2", "--set", "stages.finetune.lr=1e-3", "--set", "model.head_dropout=0.0",
-              "--set", "model.encoder_dropout=0.0", "--set", "train.eval_batch_size=8"]
+              "--set", "model.encoder_dropout=0.0", "--set", "train.eval_batch_size=8",
+              # no warm-up: Accelerate steps the schedule once per process, so int(warmup x steps) would round
+              # differently for 1 x 4 and 2 x 8 scheduler steps; the linear decay itself matches exactly
+              "--set", "train.warmup=0.0"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     port = _free_port()
@@ -358,3 +361,26 @@ def test_finetuned_minilm_beats_the_frozen_feature_teacher_on_demo_dev(meld: Any
     frozen_dev = frozen["stages"]["teacher"]["best_dev"]["weighted_f1"]
     print(f"demo dev W-F1: fine-tuned MiniLM {ft_dev:.4f}, frozen-feature teacher {frozen_dev:.4f}")
     assert ft_dev >= frozen_dev
+
+
+def test_compare_plans_a_finetuned_row_beside_each_frozen_one() -> None:
+    """`compare` adds `<method>+ft` (configs/<method>/finetuned.yaml) where the cache holds the fine-tuned column,
+    and leaves TelME's 0-epoch teacher stage at 0 epochs under --epochs."""
+    from types import SimpleNamespace
+
+    from pipeline.compare import plan_methods
+
+    cols = ["text.roberta", "text.roberta-context", "audio.data2vec", "video.timesformer", "audio.opensmile",
+            "video.densenet"]
+    meta = {"columns": {c: {"sequence": False} for c in cols}, "label_sets": {"primary": ["a", "b", "c"]}}
+    frozen = plan_methods(SimpleNamespace(meta=meta, task="classification"), ["demo-meld"], epochs=1)
+    assert not any(p.variant for p in frozen)
+    meta["columns"].update({"text.roberta-context@ft": {"sequence": False}, "text.roberta@ft": {"sequence": False}})
+    plans = {p.label: p for p in plan_methods(SimpleNamespace(meta=meta, task="classification"), ["demo-meld"],
+                                              epochs=1)}
+    assert {"telme+ft", "cmath+ft", "summer+ft"} <= {k for k, p in plans.items() if not p.skip}
+    assert plans["telme+ft"].config["features"]["text"] == "text.roberta-context@ft"
+    assert plans["telme+ft"].config["stages"]["teacher"]["epochs"] == 0
+    assert plans["telme"].config["stages"]["teacher"]["epochs"] == 1
+    assert plans["cmath+ft"].config["features"]["text"] == "text.roberta@ft"
+    assert plans["dmd+ft"].skip and "sequences" in plans["dmd+ft"].skip
