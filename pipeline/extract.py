@@ -511,7 +511,7 @@ def cli(argv: list[str] | None = None) -> int:
                                 description="Extract features of a corpus into its cache (incremental, resumable).")
     p.add_argument("--corpus", default="demo-meld", help="corpus name from configs/corpora.yaml (default demo-meld)")
     p.add_argument("--root", default=None, help="corpus root on disk (default: the catalog's root)")
-    p.add_argument("--encoders", nargs="+", default=None,
+    p.add_argument("--encoders", nargs="*", default=None,
                    help="encoders to run (default: the corpus' list in configs/corpora.yaml, else all six)")
     p.add_argument("--profile", default="offline", help="encoder profile: offline (default) | paper")
     p.add_argument("--cache-root", default="cache", help="caches live in <cache-root>/<corpus>/ (default cache/)")
@@ -525,8 +525,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="ENC.KEY=VALUE",
                    help="encoder setting override, e.g. --set timesformer.num_frames=16 --set roberta.weights=/models/rl")
     p.add_argument("--finetuned", nargs="+", default=[], metavar="RUN_DIR",
-                   help="also cache the encoder of each `finetune` run as column <modality>.<encoder>@<tag> "
-                        "(alone: only those columns, the cache's other columns are kept)")
+                   help="also cache the encoder of each `finetune` run as column <modality>.<encoder>@<tag>, "
+                        "beside the frozen columns (`--encoders` with no name: only the fine-tuned ones)")
     p.add_argument("--tag", default=None, help="column tag of the --finetuned columns (default: ft)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -547,7 +547,7 @@ def cli(argv: list[str] | None = None) -> int:
     tuned = [finetuned_encoder(run, a.tag, sequence) for run in a.finetuned]
     if len({column_name(e) for e in tuned}) < len(tuned):
         p.error("two --finetuned runs would write the same column; give them separately with different --tag")
-    settings = ExtractSettings(encoders=list(a.encoders or ([] if tuned else entry.encoders)) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
+    settings = ExtractSettings(encoders=list(entry.encoders if a.encoders is None else a.encoders) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
                                num_workers=a.num_workers, shard_size=a.shard_size, sequence=sequence,
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
     report = extract(data, Path(a.cache_root) / a.corpus, settings)

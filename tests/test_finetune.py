@@ -347,12 +347,11 @@ def test_every_finetune_yaml_binds_to_its_encoder_and_head() -> None:
 # ---------------------------------------------------------------------------- the real MiniLM on the demo
 def test_finetuned_minilm_beats_the_frozen_feature_teacher_on_demo_dev(meld: Any, demo_meld_cache: Path,
                                                                       tmp_path: Path) -> None:
-    """The real all-MiniLM-L6-v2 fine-tuned (3 epochs) vs TelME's teacher head trained on the frozen MiniLM
+    """The real all-MiniLM-L6-v2 fine-tuned (the demo config: 4 epochs; measured dev W-F1 0.70, vs 0.57 after 3) vs TelME's teacher head trained on the frozen MiniLM
     features of the same input (cached text.roberta-context): both text-only, both selected on dev."""
     from pipeline.train import train
 
-    tuned = _run(load_finetune_config("roberta-context", "demo-meld", overrides=["stages.finetune.epochs=3"]),
-                 meld, tmp_path / "ft")
+    tuned = _run(load_finetune_config("roberta-context", "demo-meld"), meld, tmp_path / "ft")  # 4 epochs
     frozen_config = load_config("telme", "demo-meld", overrides=[
         "stages.student_audio.epochs=0", "stages.student_video.epochs=0", "stages.fusion.epochs=0"])
     with one_torch_thread():
