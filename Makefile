@@ -121,5 +121,15 @@ bench-features: install
 bench-train: install
 	$(PY) bench/bench_train.py
 
+# Fault injection (bench/faults.py): SIGKILL features / train at random points and during the final
+# save, restart / resume, race two runs; prints a table. ARGS="--kills 8 --train-kills 3 --seed 1".
+.PHONY: faults cache-prune
+faults: install
+	$(PY) bench/faults.py $(ARGS)
+
+# Delete what a cache no longer uses (old fingerprints, dropped columns, old versions), listing each.
+cache-prune: install
+	$(PY) -m pipeline features --prune --corpus $(or $(CORPUS),demo-meld) --cache-root $(CACHE)
+
 clean:
 	rm -rf $(CACHE) $(RUNS) $(DEMO_DATA)

@@ -142,7 +142,8 @@ def stale_entries(path: Path, *, keep_previous: bool = True) -> list[Path]:
                       if p.is_dir() and version_of(p.name) is not None)
     older = [p for n, p in versions if p.name != current and (cur_n is None or n < cur_n)]
     keep = {current} | ({older[-1].name} if keep_previous and older else set())
-    out = [p for p in path.iterdir() if TMP_MARK in p.name or p.name.endswith(".tmp")]
+    out = [p for p in path.iterdir()
+           if TMP_MARK in p.name or p.name.endswith(".tmp") or p.name == DATASET_DIR + ".old"]  # .old: old layout
     out += [p for n, p in versions if p.name not in keep]
     return sorted(set(out))
 
@@ -230,7 +231,8 @@ class CacheLock:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.wait, self.say, self.command = wait, say, command
-        self.lock = FileLock(str(self.path / LOCK_FILE), fallback_to_soft=False)
+        # the lock file stays (deleting it on release lets a third process lock a new inode meanwhile)
+        self.lock = FileLock(str(self.path / LOCK_FILE), fallback_to_soft=False, preserve_lock_file=True)
 
     def __enter__(self) -> "CacheLock":
         import socket

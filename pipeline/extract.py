@@ -15,6 +15,11 @@ Plan -> compute -> merge:
    ``take`` on memory-mapped shards, so memory does not grow with the corpus) and saves the
    ``DatasetDict`` + ``meta.json`` + ``report.json`` (see ``pipeline/cache.py`` for the schema).
 
+The whole run holds the cache's writer lock (one ``features`` run at a time; a second one waits or,
+``--no-wait``, stops). The save is versioned (``dataset-<n>/`` + one ``meta.json`` replace), so readers
+never see a half-written cache. No run deletes shards: ``features --prune`` removes those no column
+uses. DataLoader workers die with the run (``die_with_parent``), even when it is SIGKILLed.
+
 Inputs that cannot be encoded (missing or corrupt media) are stored as zeros with ``<col>.missing``
 set and their reason in the report: a recorded skip, never a crash and never a silent wrong value.
 """
