@@ -102,6 +102,35 @@ def test_second_writer_stops_or_waits_naming_the_holder(tmp_path, capsys):
     assert set(load_cache(cache).meta["columns"]) == {"text.chars", "audio.bytes"}
 
 
+def test_features_no_wait_stops_with_one_line(tmp_path, capsys):
+    """The real command: `features --no-wait` on a cache another run holds exits 2 with one line."""
+    from pipeline.corpora.demo import generate_demo
+
+    root = generate_demo(tmp_path / "meld", layout="meld", n_dialogues={"train": 1, "dev": 1, "test": 1})
+    cache = tmp_path / "caches" / "demo-meld"
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with CacheLock(cache, command="python -m pipeline features (the other run)"):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(30)
+    try:
+        capsys.readouterr()
+        code = cli(["--corpus", "demo-meld", "--root", str(root), "--cache-root", str(tmp_path / "caches"),
+                    "--encoders", "opensmile", "--no-wait", "--no-progress"])
+    finally:
+        release.set()
+        t.join()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"features: cache {cache} is being written by pid {os.getpid()}")
+    assert "(the other run)" in err[0] and not (cache / "meta.json").exists()
+
+
 def test_reader_during_saves_sees_old_or_new_never_a_mix(tmp_path):
     """Old code: two renames then meta.json -- a reader between them got no `dataset/` or a dataset whose
     columns differ from meta.json's."""
