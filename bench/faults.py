@@ -3,8 +3,8 @@
 In fresh processes, on a small generated MELD demo (``roberta`` + ``opensmile`` features, shards of 8
 rows, two DataLoader workers):
 
-- ``features`` SIGKILLed at ``--kills`` points (default 5): random times, and named points of the
-  shard write and of the final save (``MERC_FAULT_AT``: half a shard written; dataset saved but not
+- ``features`` SIGKILLed at ``--kills`` points (default 8): random moments mid-compute (a random
+  delay after a random shard count), and named points of the shard write and of the final save (``MERC_FAULT_AT``: half a shard written; dataset saved but not
   renamed; renamed but meta.json not replaced; replaced but old versions not removed), then restarted
   until it finishes;
 - ``train`` (CMATH on that cache, a few epochs) SIGKILLed at ``--train-kills`` random times, then
@@ -17,7 +17,7 @@ uninterrupted run (features: allclose 1e-4, as batches differ between resumed an
 metrics and curves bit-identical), no process of the killed run is left (its session is scanned after
 3 s: DataLoader workers included), no ``.tmp`` is left after the final run.
 
-    python bench/faults.py [--kills 5] [--train-kills 5] [--races same,different,train] [--seed 0]
+    python bench/faults.py [--kills 8] [--train-kills 5] [--races same,different,train] [--seed 0]
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ENCODERS = ["roberta", "opensmile"]
-NAMED_POINTS = ["shard-write:3", "save-dataset", "save-pointer", "save-cleanup"]
+NAMED_POINTS = ["save-pointer", "save-dataset", "shard-write:3", "save-cleanup"]  # taken in this order
 TRAIN_SETS = ["features={text: text.roberta, audio: audio.opensmile}", "stages.main.epochs=6"]
 
 
@@ -97,11 +97,18 @@ def start(cmd: list[str], log: Path, extra_env: dict[str, str] | None = None) ->
                             start_new_session=True, cwd=ROOT)
 
 
-def run(cmd: list[str], log: Path, *, kill_after: float | None = None, point: str | None = None) -> dict:
-    """Run ``cmd``; SIGKILL it after ``kill_after`` s (like ``kill -9 <pid>``) or let it kill itself at
-    ``point``. Returns rc, seconds and the orphans left."""
+def run(cmd: list[str], log: Path, *, kill_after: float | None = None, point: str | None = None,
+        after_shards: tuple[Path, int, float] | None = None) -> dict:
+    """Run ``cmd``; SIGKILL it (like ``kill -9 <pid>``) after ``kill_after`` s, or ``after_shards`` =
+    (cache, k, d): d s after the k-th shard file appears (mid-compute, at a random moment), or let it
+    kill itself at ``point``. Returns rc, seconds and the orphans left."""
     t0 = time.time()
     p = start(cmd, log, {"MERC_FAULT_AT": point} if point else None)
+    if after_shards is not None:
+        cache, k, d = after_shards
+        while p.poll() is None and sum(1 for _ in cache.rglob("shard-*.arrow")) < k:
+            time.sleep(0.02)
+        kill_after = d
     try:
         rc = p.wait(timeout=kill_after if kill_after is not None else 900)
     except subprocess.TimeoutExpired:
@@ -160,18 +167,19 @@ def run_equal(a: Path, b: Path) -> str:
 
 def features_kills(work: Path, root: Path, ref: Path, n: int, ref_seconds: float, rng: random.Random) -> list[dict]:
     rows = []
-    points = [p for p in NAMED_POINTS]
-    rng.shuffle(points)
+    points = list(NAMED_POINTS)
+    total = sum(1 for _ in ref.rglob("shard-*.arrow"))
     for i in range(n):
         cache_root = work / f"kill-{i}"
         cache = cache_root / "demo-meld"
+        point, after = None, None
         if i % 2 == 1 and points:
-            point, delay, what = points.pop(), None, None
+            point = points.pop(0)
             what = f"at {point}"
         else:
-            point, delay = None, round(rng.uniform(2.0, max(3.0, 0.9 * ref_seconds)), 1)
-            what = f"after {delay} s"
-        r = run(features_cmd(root, cache_root), work / f"kill-{i}.log", kill_after=delay, point=point)
+            after = (cache, rng.randint(1, max(1, total - 1)), round(rng.uniform(0.0, 0.5), 2))
+            what = f"{after[2]} s after shard {after[1]} of {total}"
+        r = run(features_cmd(root, cache_root), work / f"kill-{i}.log", point=point, after_shards=after)
         shards = sum(1 for _ in (cache / "shards").rglob("shard-*.arrow")) if (cache / "shards").is_dir() else 0
         after = f"{readable(cache)}; {shards} shards on disk"
         restarts, orphans, rc = 0, r["orphans"], 0
@@ -246,7 +254,9 @@ def train_race(work: Path, cache: Path, ref_run: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kills", type=int, default=5, help="features kills (half at named points, half at random times)")
+    p.add_argument("--kills", type=int, default=8,
+                   help="features kills: every 2nd at the next named point (" + ", ".join(NAMED_POINTS) +
+                        "), the others at a random moment mid-compute")
     p.add_argument("--train-kills", type=int, default=5)
     p.add_argument("--races", default="same,different,train", help="comma list of same,different,train ('' = none)")
     p.add_argument("--seed", type=int, default=0)
