@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline.cache import CacheLock, CacheLocked, load_cache, save_cache
-from pipeline.extract import cli, extract, load_shards, prune
+from pipeline.extract import cli, extract, load_shards
 from test_extract import BytesEncoder, CharEncoder, make_corpus, settings, table
 
 CHILD = Path(__file__).with_name("_extract_child.py")

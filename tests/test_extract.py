@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from extractors.base import Encoder, EncoderInputError, EncoderOutput
 from pipeline.cache import load_cache
