@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ENCODERS = ["roberta", "opensmile"]
-NAMED_POINTS = ["save-pointer", "save-dataset", "shard-write:3", "save-cleanup"]  # taken in this order
+NAMED_POINTS = ["shard-write:3", "save-pointer", "save-cleanup", "save-dataset"]  # taken in this order
 TRAIN_SETS = ["features={text: text.roberta, audio: audio.opensmile}", "stages.main.epochs=6"]
 
 
@@ -105,8 +105,8 @@ def run(cmd: list[str], log: Path, *, kill_after: float | None = None, point: st
     t0 = time.time()
     p = start(cmd, log, {"MERC_FAULT_AT": point} if point else None)
     if after_shards is not None:
-        cache, k, d = after_shards
-        while p.poll() is None and sum(1 for _ in cache.rglob("shard-*.arrow")) < k:
+        folder, k, d = after_shards
+        while p.poll() is None and sum(1 for _ in folder.rglob("shard-*.arrow")) < k:
             time.sleep(0.02)
         kill_after = d
     try:
@@ -168,17 +168,26 @@ def run_equal(a: Path, b: Path) -> str:
 def features_kills(work: Path, root: Path, ref: Path, n: int, ref_seconds: float, rng: random.Random) -> list[dict]:
     rows = []
     points = list(NAMED_POINTS)
-    total = sum(1 for _ in ref.rglob("shard-*.arrow"))
+    audio = f"audio.{ENCODERS[1]}"
     for i in range(n):
         cache_root = work / f"kill-{i}"
         cache = cache_root / "demo-meld"
+        # every other pair of rows starts from a finished cache whose audio column must be recomputed
+        # (its shards deleted): a kill there must leave the previous version readable
+        prefilled = i % 4 >= 2
+        if prefilled:
+            shutil.copytree(ref, cache, ignore=shutil.ignore_patterns(".lock*"))
+            shutil.rmtree(cache / "shards" / audio)
+        watch = cache / "shards" / audio if prefilled else cache
+        total = sum(1 for _ in (ref / "shards" / audio if prefilled else ref).rglob("shard-*.arrow"))
         point, after = None, None
         if i % 2 == 1 and points:
             point = points.pop(0)
             what = f"at {point}"
         else:
-            after = (cache, rng.randint(1, max(1, total - 1)), round(rng.uniform(0.0, 0.5), 2))
+            after = (watch, rng.randint(1, max(1, total - 1)), round(rng.uniform(0.0, 0.5), 2))
             what = f"{after[2]} s after shard {after[1]} of {total}"
+        what += f" ({'re-extracting ' + audio + ' of a finished cache' if prefilled else 'fresh cache'})"
         r = run(features_cmd(root, cache_root), work / f"kill-{i}.log", point=point, after_shards=after)
         shards = sum(1 for _ in (cache / "shards").rglob("shard-*.arrow")) if (cache / "shards").is_dir() else 0
         after = f"{readable(cache)}; {shards} shards on disk"
