@@ -137,5 +137,15 @@ bench-train: install
 bench-finetune: install
 	$(PY) bench/bench_finetune.py $(ARGS)
 
+# Fault injection (bench/faults.py): SIGKILL features / train at random points and during the final
+# save, restart / resume, race two runs; prints a table. ARGS="--kills 8 --train-kills 3 --seed 1".
+.PHONY: faults cache-prune
+faults: install
+	$(PY) bench/faults.py $(ARGS)
+
+# Delete what a cache no longer uses (old fingerprints, dropped columns, old versions), listing each.
+cache-prune: install
+	$(PY) -m pipeline features --prune --corpus $(or $(CORPUS),demo-meld) --cache-root $(CACHE)
+
 clean:
 	rm -rf $(CACHE) $(RUNS) $(DEMO_DATA)

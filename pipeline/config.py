@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -213,7 +214,9 @@ def save_config(config: dict[str, Any], path: str | Path) -> Path:
     """Write a resolved config as YAML (keys in their given order)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # a kill leaves the old file
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
+    os.replace(tmp, path)
     return path
 
 

@@ -15,6 +15,11 @@ Plan -> compute -> merge:
    ``take`` on memory-mapped shards, so memory does not grow with the corpus) and saves the
    ``DatasetDict`` + ``meta.json`` + ``report.json`` (see ``pipeline/cache.py`` for the schema).
 
+The whole run holds the cache's writer lock (one ``features`` run at a time; a second one waits or,
+``--no-wait``, stops). The save is versioned (``dataset-<n>/`` + one ``meta.json`` replace), so readers
+never see a half-written cache. No run deletes shards: ``features --prune`` removes those no column
+uses. DataLoader workers die with the run (``die_with_parent``), even when it is SIGKILLed.
+
 Inputs that cannot be encoded (missing or corrupt media) are stored as zeros with ``<col>.missing``
 set and their reason in the report: a recorded skip, never a crash and never a silent wrong value.
 """
@@ -22,9 +27,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -34,7 +39,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderInputError, stable_hash
-from pipeline.cache import META_FILE, save_cache
+from pipeline.cache import (DATASET_KEY, META_FILE, CacheLock, current_version, faultpoint, remove, save_cache,
+                            stale_entries, write_text_atomic)
 from pipeline.corpora.base import CorpusData, Utterance
 
 SHARDS_DIR = "shards"
@@ -104,8 +110,12 @@ def _write_arrow_atomic(table, path: Path) -> None:
     import pyarrow as pa
 
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    half = max(1, table.num_rows // 2)
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+        writer.write_table(table.slice(0, half))
+        sink.flush()
+        faultpoint("shard-write")  # a kill here leaves half a file: only ever under the temp name
+        writer.write_table(table.slice(half))
     os.replace(tmp, path)
 
 
@@ -178,6 +188,30 @@ def _collate(batch: list) -> list:
     return batch
 
 
+def die_with_parent(parent_pid: int, worker_id: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: the worker gets SIGKILL when its parent dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so a ``kill -9`` of ``features`` leaves no worker behind (blocked
+    on a full pipe, a worker would otherwise live forever). Elsewhere a thread watches the parent pid."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], folder: Path, *, batch_size: int,
                     num_workers: int, shard_size: int, dtype: str, sequence: bool, tag: str = "r0",
                     progress: bool = True) -> dict[str, Any]:
@@ -188,7 +222,9 @@ def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], fol
     folder.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(_LoadDataset(encoder, items), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, collate_fn=_collate,
-                                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                                         persistent_workers=False, prefetch_factor=4 if num_workers else None,
+                                         worker_init_fn=functools.partial(die_with_parent, os.getpid())
+                                         if num_workers else None)
     buf: dict[str, list] = {"keys": [], "vecs": [], "missing": [], "reasons": [], "seqs": []}
     skipped: list[str] = []
     n_written = 0
@@ -352,10 +388,57 @@ def records_fingerprint(records: Sequence[Utterance]) -> str:
     return stable_hash([r.to_dict() for r in records])
 
 
-def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) -> dict[str, Any]:
-    """Fill the cache at ``cache_dir`` for ``data`` with the encoders in ``settings``; returns the report."""
+def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings, *, wait: bool = True) -> dict[str, Any]:
+    """Fill the cache at ``cache_dir`` for ``data`` with the encoders in ``settings``; returns the report.
+
+    One writer at a time: the main process holds the cache's lock (:class:`pipeline.cache.CacheLock`)
+    for the whole run -- plan, compute, merge, save -- while the other ranks of an ``accelerate
+    launch`` compute their slices under it. A second run waits (or, ``wait=False``, raises
+    ``CacheLocked``). The run first removes what killed runs left (temp files, unused versions)."""
     state = process_state()
     cache_dir = Path(cache_dir)
+    lock = None
+    error = None
+    if state.is_main_process:
+        lock = CacheLock(cache_dir, wait=wait, command=" ".join(sys.argv))
+        try:
+            lock.__enter__()
+        except Exception as e:  # CacheLocked: every rank must stop, not only this one
+            lock, error = None, e
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        flag = [None if error is None else str(error)]
+        broadcast_object_list(flag)
+        if flag[0] is not None and error is None:
+            from pipeline.cache import CacheLocked
+
+            error = CacheLocked(flag[0])
+    if error is not None:
+        raise error
+    try:
+        if state.is_main_process:
+            clean_leftovers(cache_dir)
+        state.wait_for_everyone()
+        return _extract_locked(data, cache_dir, settings, state)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def clean_leftovers(cache_dir: Path) -> list[Path]:
+    """Remove what killed writers left (the caller holds the lock): temp files and folders in the cache
+    root and the shard folders, and dataset versions other than the current and the previous one."""
+    gone = stale_entries(cache_dir)
+    root = cache_dir / SHARDS_DIR
+    if root.is_dir():
+        gone += [p for p in root.rglob("*") if p.name.endswith(".tmp") and p.is_file()]
+    for p in gone:
+        remove(p)
+    return gone
+
+
+def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings, state: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     records = data.records
     items = encoder_inputs(records)
@@ -429,15 +512,18 @@ def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) 
     report: dict[str, Any] = {"corpus": data.name, "cache": str(cache_dir), "columns": report_cols}
     meta = json.loads(json.dumps(meta))  # normalise (tuples -> lists) so re-runs compare equal
     if state.is_main_process:
-        unchanged = (json.dumps(old_meta, sort_keys=True) == json.dumps(meta, sort_keys=True) and all(c["computed"] == 0 for c in report_cols.values())
-                     and (cache_dir / "dataset").is_dir())
+        current = current_version(cache_dir)
+        old_meta.pop(DATASET_KEY, None)
+        unchanged = (json.dumps(old_meta, sort_keys=True) == json.dumps(meta, sort_keys=True)
+                     and all(c["computed"] == 0 for c in report_cols.values())
+                     and current is not None and (cache_dir / current).is_dir())
         if not unchanged:
             _merge_and_save(data, cache_dir, columns, keys_by_column, meta)
         report.update(_skips_from_shards(cache_dir, columns, keys_by_column, items))
         report["rewrote_dataset"] = not unchanged
         report["seconds"] = round(time.perf_counter() - t0, 2)
         report["reader"] = json.loads(data.report.to_json())
-        (cache_dir / "report.json").write_text(json.dumps(report, indent=2))
+        write_text_atomic(cache_dir / "report.json", json.dumps(report, indent=2))
     state.wait_for_everyone()
     return report
 
@@ -457,13 +543,37 @@ def _merge_and_save(data: CorpusData, cache_dir: Path, columns: dict[str, Any], 
                                   extra_sets)
         splits[split] = datasets.Dataset(table)
     save_cache(cache_dir, datasets.DatasetDict(splits), meta)
-    # Prune shards of fingerprints no column uses any more (settings changed): disk does not grow.
-    root = cache_dir / SHARDS_DIR
-    for col_dir in root.iterdir() if root.is_dir() else []:
-        keep = columns.get(col_dir.name, {}).get("fingerprint")
-        for fp_dir in col_dir.iterdir():
-            if fp_dir.name != keep:
-                shutil.rmtree(fp_dir, ignore_errors=True)
+    # Shards of other fingerprints (older settings, columns not asked about, another run's work) stay:
+    # only an explicit `features --prune` deletes them (see prune()).
+
+
+def _size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def prune(cache_dir: str | Path, *, wait: bool = True, dry_run: bool = False) -> list[tuple[Path, int]]:
+    """What ``features --prune`` deletes, under the lock: shard folders of fingerprints (or whole
+    columns) that meta.json does not use, dataset versions other than the current one, and temp
+    leftovers. Returns (path, bytes) of each; ``dry_run`` only lists them."""
+    cache_dir = Path(cache_dir)
+    with CacheLock(cache_dir, wait=wait, command=" ".join(sys.argv)):
+        meta = json.loads((cache_dir / META_FILE).read_text()) if (cache_dir / META_FILE).exists() else {}
+        used = {c: info.get("fingerprint") for c, info in meta.get("columns", {}).items()}
+        doomed = stale_entries(cache_dir, keep_previous=False)
+        root = cache_dir / SHARDS_DIR
+        for col_dir in sorted(root.iterdir()) if root.is_dir() else []:
+            if col_dir.name not in used:
+                doomed.append(col_dir)
+                continue
+            doomed += [fp for fp in sorted(col_dir.iterdir()) if fp.name != used[col_dir.name]]
+            doomed += [f for f in (col_dir / str(used[col_dir.name])).glob("*.tmp")]
+        out = [(p, _size(p)) for p in doomed]
+        if not dry_run:
+            for p in doomed:
+                remove(p)
+    return out
 
 
 def _skips_from_shards(cache_dir: Path, columns: dict[str, Any], keys_by_column: dict[str, list[str]],
@@ -529,7 +639,31 @@ def cli(argv: list[str] | None = None) -> int:
                         "beside the frozen columns (`--encoders` with no name: only the fine-tuned ones)")
     p.add_argument("--tag", default=None, help="column tag of the --finetuned columns (default: ft)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another run is writing this cache, stop at once (exit 2) instead of waiting for it")
+    p.add_argument("--prune", action="store_true",
+                   help="only delete what the cache no longer uses (shards of old fingerprints or of columns "
+                        "not in meta.json, old dataset versions, leftovers of killed runs), listing each and the "
+                        "space freed; extracts nothing")
     a = p.parse_args(argv)
+    from pipeline.cache import CacheLocked
+
+    if a.prune:
+        cache_dir = Path(a.cache_root) / a.corpus
+        if not (cache_dir / META_FILE).exists():
+            print(f"features --prune: {cache_dir} is not a features cache (no {META_FILE}); nothing to prune",
+                  file=sys.stderr)
+            return 2
+        try:
+            gone = prune(cache_dir, wait=not a.no_wait)
+        except CacheLocked as e:
+            print(f"features --prune: {e}", file=sys.stderr)
+            return 2
+        for path, size in gone:
+            print(f"deleted {path}  ({size / 2**20:.1f} MiB)")
+        print(f"pruned {cache_dir}: {len(gone)} entr{'y' if len(gone) == 1 else 'ies'}, "
+              f"{sum(s for _, s in gone) / 2**20:.1f} MiB freed")
+        return 0
 
     import yaml
 
@@ -550,7 +684,12 @@ def cli(argv: list[str] | None = None) -> int:
     settings = ExtractSettings(encoders=list(entry.encoders if a.encoders is None else a.encoders) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
                                num_workers=a.num_workers, shard_size=a.shard_size, sequence=sequence,
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
-    report = extract(data, Path(a.cache_root) / a.corpus, settings)
+    try:
+        report = extract(data, Path(a.cache_root) / a.corpus, settings, wait=not a.no_wait)
+    except CacheLocked as e:
+        if process_state().is_main_process:
+            print(f"features: {e}", file=sys.stderr)
+        return 2
     if process_state().is_main_process:
         print(data.report.summary())
         print_report(report)

@@ -53,7 +53,12 @@ def clean_json(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(clean_json(obj), indent=2))
+    """Atomically (temp name + rename): a kill leaves the old file or the new one, never half of one."""
+    import os
+
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(clean_json(obj), indent=2))
+    os.replace(tmp, path)
 
 
 def selection_rule(metric: str) -> str:
@@ -282,7 +287,6 @@ def write_run_reports(run_dir: Path, *, result: dict[str, Any], config: dict[str
     metrics = {k: result[k] for k in ("seed", "task", "select_metric", "higher_is_better", "label_names", "dev",
                                       "test", "stages", "final_stage", "final_weights", "num_processes", "cache")}
     metrics["selection"] = selection_rule(result["select_metric"])
-    write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "curves.json", result["curves"])
     (run_dir / "per_class.md").write_text(per_class_markdown(result))
     if "confusion" in result["test"]:
@@ -292,6 +296,7 @@ def write_run_reports(run_dir: Path, *, result: dict[str, Any], config: dict[str
     write_json(run_dir / FEATURES_FILE, run_features(config, cache, input_dims=result.get("input_dims"),
                                                      num_classes=result.get("num_classes")))
     (run_dir / "run_card.md").write_text(run_card(results=[result], config=config, cache=cache, info=info))
+    write_json(run_dir / "metrics.json", metrics)  # last: `--resume` takes a seed with metrics.json as done
 
 
 def write_aggregate(run_dir: Path, *, results: Sequence[dict[str, Any]], config: dict[str, Any], cache: Any,

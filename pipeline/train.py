@@ -509,6 +509,32 @@ def _new_run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Path, dict[
     return Path(args.out) / name[0], config, info
 
 
+def _claim_run_dir(run_dir: Path, info: dict[str, Any], config: dict[str, Any], *, numbered: bool) -> str | None:
+    """Make ``run_dir`` this run's, atomically: run.json, written in full under a temp name, is hard-linked
+    into place (``link`` fails if it exists, so of two runs started together exactly one wins). A taken
+    default name gets a suffix (``-2``, ``-3``...); a taken ``--name`` returns None."""
+    base = run_dir
+    for k in range(1, 1000):
+        run_dir = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tag = f"{os.getpid()}-{time.time_ns()}"
+        tmp_info, tmp_config = run_dir / f".run.json.tmp-{tag}", run_dir / f".config.yaml.tmp-{tag}"
+        tmp_info.write_text(json.dumps(info, indent=2))
+        save_config(config, tmp_config)
+        try:
+            os.link(tmp_info, run_dir / "run.json")
+        except FileExistsError:
+            tmp_info.unlink()
+            tmp_config.unlink()
+            if not numbered:
+                return None
+            continue
+        os.replace(tmp_config, run_dir / "config.yaml")
+        tmp_info.unlink()
+        return str(run_dir)
+    return None
+
+
 RunOne = Callable[[dict[str, Any], Path, int, bool, dict[str, Any]], dict[str, Any]]
 NewRun = Callable[[argparse.Namespace, Sequence[str]], tuple[Path, dict[str, Any], dict[str, Any]]]
 
@@ -541,16 +567,16 @@ def launch(args: argparse.Namespace, argv: Sequence[str], *, new_run: NewRun, ru
     else:
         run_dir, config, info = new_run(args, argv)
         info["kind"] = command
-        taken = (run_dir / "run.json").exists()
-        state.wait_for_everyone()  # every process looks before the main process writes
-        if taken:
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
         info.update(collect_run_info(config))  # git state when the run started
-        if state.is_main_process:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "run.json").write_text(json.dumps(info, indent=2))
-            save_config(config, run_dir / "config.yaml")
-        state.wait_for_everyone()
+        claimed = [_claim_run_dir(run_dir, info, config, numbered=not args.name) if state.is_main_process else None]
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(claimed)
+        if claimed[0] is None:
+            print(f"{command}: {run_dir} already holds a run; use --resume {run_dir} or another --name", file=sys.stderr)
+            return 2
+        run_dir = Path(claimed[0])
     seeds = info["seeds"]
     results = []
     for seed in seeds:

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from extractors.base import Encoder, EncoderInputError, EncoderOutput
 from pipeline.cache import load_cache
 from pipeline.corpora.base import CorpusData, ReadReport, Utterance
-from pipeline.extract import ExtractSettings, encoder_inputs, extract, load_shards
+from pipeline.extract import ExtractSettings, encoder_inputs, extract, load_shards, prune
 
 
 class CharEncoder(Encoder):
@@ -60,7 +60,8 @@ def make_corpus(tmp: Path, n_dialogues: int = 6, per: int = 5) -> CorpusData:
         for p in range(per):
             uid = f"d{d}_u{p}"
             wav = tmp / f"{uid}.wav"
-            wav.write_bytes(b"RIFF" + bytes([d, p]) if (d, p) != (1, 2) else b"junk")
+            if not wav.exists():  # a second call (another process) keeps the files, so their row keys
+                wav.write_bytes(b"RIFF" + bytes([d, p]) if (d, p) != (1, 2) else b"junk")
             recs.append(Utterance(corpus="t", split=split, dialogue_id=f"d{d}", position=p, utterance_id=uid,
                                   speaker=f"s{p % 2}", text=f"dialogue {d} turn {p} " + "x" * p, label=(d + p) % 3,
                                   label_name=str((d + p) % 3), audio_path=str(wav)))
@@ -107,17 +108,35 @@ def test_first_run_writes_cache_and_rerun_does_nothing(tmp_path):
 
 
 def test_killed_run_resumes_to_same_dataset(tmp_path):
-    data = make_corpus(tmp_path)
+    """A real process SIGKILLed mid-encode, then again mid-shard-write (half a shard on disk, under its
+    temp name); the next run resumes from the finished shards, removes the leftover, and gives the
+    uninterrupted run's dataset. Writing shards in place (no temp name + rename) fails here: the half
+    shard would be read as a finished one."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "m").mkdir()
+    data = make_corpus(tmp_path / "m")
     full = tmp_path / "full"
     extract(data, full, settings(CharEncoder()))
     part = tmp_path / "part"
-    with pytest.raises(KeyboardInterrupt):
-        extract(data, part, settings(CharEncoder(fail_after=3)))  # dies in the 4th batch
-    kept = load_shards(next((part / "shards" / "text.chars").iterdir()))
-    assert kept is not None and 0 < kept.num_rows < 30  # finished shards survived the kill
-    assert not list((part / "shards").rglob("*.tmp"))
+    run = [sys.executable, str(Path(__file__).with_name("_extract_child.py")), str(tmp_path / "m"), str(part), "chars"]
+    # 1. killed in its 3rd encode call: batches 1-2 (8 rows = one shard) are on disk
+    p = subprocess.run(run + ["--kill-in-encode", "3"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    folder = next((part / "shards" / "text.chars").iterdir())
+    assert load_shards(folder).num_rows == 8 and not list(part.rglob("*.tmp"))
+    # 2. killed while writing its 2nd shard, half of it written
+    p = subprocess.run(run, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MERC_FAULT_AT": "shard-write:2"})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert len(list(folder.glob("*.tmp"))) == 1  # the shard in flight
+    kept = load_shards(folder)
+    assert kept.num_rows == 16  # the 8 from before + one new finished shard
     r = extract(data, part, settings(CharEncoder()))
-    assert r["columns"]["text.chars"]["computed"] == 30 - kept.num_rows
+    assert r["columns"]["text.chars"]["computed"] == 30 - 16 and r["columns"]["text.chars"]["reused"] == 16
+    assert not [f for f in part.rglob("*") if ".tmp" in f.name]  # the killed runs' leftovers are gone
     a, b = table(full), table(part)
     for s in a:
         np.testing.assert_array_equal(a[s]["text.chars"], b[s]["text.chars"])
@@ -140,7 +159,11 @@ def test_only_changed_rows_and_changed_settings_recompute(tmp_path):
     assert r["columns"]["text.chars"]["computed"] == 2  # d0_u3 and d0_u4 (whose history holds d0_u3)
     r = extract(data, cache, settings(CharEncoder(scale=2.0), BytesEncoder()))
     assert r["columns"]["text.chars"]["computed"] == 30  # new fingerprint: stale column recomputed
-    assert len(list((cache / "shards" / "text.chars").iterdir())) == 1  # old fingerprint pruned
+    assert len(list((cache / "shards" / "text.chars").iterdir())) == 2  # old fingerprint kept until --prune
+    assert table(cache)["train"]["text.chars"][0][3] == 2.0
+    gone = prune(cache)
+    assert [p.parent.name for p, _ in gone if "shards" in p.parts] == ["text.chars"]
+    assert len(list((cache / "shards" / "text.chars").iterdir())) == 1 and all(size > 0 for _, size in gone)
     assert table(cache)["train"]["text.chars"][0][3] == 2.0
 
 
