@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import MissingFile, UnknownName
+
 META_FILE = "meta.json"
 DATASET_DIR = "dataset"
 
@@ -54,7 +56,7 @@ class Cache:
             return int(self.meta["columns"][column]["dim"])
         except KeyError:
             have = ", ".join(sorted(self.meta.get("columns", {}))) or "(none)"
-            raise KeyError(f"cache {self.path} has no feature column {column!r}; it has: {have}. "
+            raise UnknownName(f"cache {self.path} has no feature column {column!r}; it has: {have}. "
                            f"Run `make features` with that encoder.") from None
 
     def fingerprint(self) -> str:
@@ -71,7 +73,7 @@ def load_cache(path: str | Path) -> Cache:
     path = Path(path)
     meta_file = path / META_FILE
     if not meta_file.exists():
-        raise FileNotFoundError(f"{meta_file} not found: {path} is not a features cache (run `make features`)")
+        raise MissingFile(f"{meta_file} not found: {path} is not a features cache (run `make features`)")
     meta = json.loads(meta_file.read_text())
     ds = datasets.load_from_disk(str(path / DATASET_DIR))
     return Cache(path=path, dataset=ds, meta=meta)

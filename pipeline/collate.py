@@ -274,11 +274,12 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
     import models  # noqa: F401  (registers the methods)
     from models.base import METHODS
     from pipeline.config import ConfigError
+    from pipeline.errors import UnknownName
 
     cls = METHODS.get(config["method"])
     task = cache.task
     if task not in cls.TASKS:
-        raise ValueError(f"method {config['method']!r} does not do {task} (cache {cache.path}); it does {cls.TASKS}")
+        raise ConfigError(f"method {config['method']!r} does not do {task} (cache {cache.path}); it does {cls.TASKS}")
     features = dict(config["features"])
     unknown = sorted(set(features) - set(cls.ROLES))
     if unknown or not features:
@@ -295,7 +296,7 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
     data = {}
     for split in splits:
         if split not in cache.dataset:
-            raise KeyError(f"cache {cache.path} has no split {split!r}; it has: {list(cache.dataset)}")
+            raise UnknownName(f"cache {cache.path} has no split {split!r}; it has: {list(cache.dataset)}")
         data[split] = build_split_dataset(cache.dataset[split], granularity=cls.GRANULARITY, features=features,
                                           task=task, label_column=label_column(label_set),
                                           max_len=int(config["train"]["max_len"]), source=f"{cache.path} [{split}]")

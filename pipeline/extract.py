@@ -505,6 +505,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="ENC.KEY=VALUE",
                    help="encoder setting override, e.g. --set timesformer.num_frames=16 --set roberta.weights=/models/rl")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--strict", action="store_true", help="stop before extracting when the reader skipped anything")
     a = p.parse_args(argv)
 
     import yaml
@@ -519,6 +520,9 @@ def cli(argv: list[str] | None = None) -> int:
     entry = corpus_entry(a.corpus, a.root)
     data = read_corpus(entry.reader, entry.root, **entry.options)
     data.name = a.corpus
+    if a.strict and data.report.of("skip"):
+        print(data.report.summary())
+        data.report.strict_check()
     settings = ExtractSettings(encoders=a.encoders or entry.encoders, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
                                num_workers=a.num_workers, shard_size=a.shard_size, sequence=tuple(entry.sequence if a.sequence is None else a.sequence),
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)

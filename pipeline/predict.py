@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from pipeline.corpora.base import CorpusData, CorpusError, ReadReport, Utterance
+from pipeline.errors import UserValueError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a"})
@@ -51,7 +52,7 @@ CSV_FILE_COLUMNS = ("file", "clip", "path", "video")
 CSV_TEXT_COLUMNS = ("text", "transcript", "utterance")
 
 
-class PredictError(ValueError):
+class PredictError(UserValueError):
     """A clear stop: the run dir or the input cannot be used here. The message says which file and why."""
 
 
@@ -102,13 +103,10 @@ def _not_safetensors(path: Path) -> str | None:
     return "it has no safetensors header"
 
 
-def load_weights(path: str | Path, run_dir: str | Path) -> dict[str, torch.Tensor]:
-    """State dict of a safetensors file inside ``run_dir``. Anything else is refused with a clear message
-    before it is opened by any deserialiser: a path outside the run dir, another suffix, or a file that
-    is not laid out as safetensors (a pickle or ``torch.save`` file is recognised and never unpickled)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def check_weights(path: str | Path, run_dir: str | Path) -> Path:
+    """The resolved path of a safetensors weights file inside ``run_dir``; anything else is refused with
+    :class:`WeightsError` before any deserialiser opens it: a path outside the run dir, another suffix, a
+    missing file, or a file not laid out as safetensors (a pickle or ``torch.save`` file is named)."""
     run_dir = Path(run_dir).resolve()
     resolved = (run_dir / Path(path)).resolve()
     if run_dir not in resolved.parents:
@@ -117,11 +115,20 @@ def load_weights(path: str | Path, run_dir: str | Path) -> dict[str, torch.Tenso
         raise WeightsError(f"{resolved}: weights are loaded only from .safetensors files; refused "
                            f"{resolved.suffix or 'a name without suffix'} (a pickled checkpoint could run code)")
     if not resolved.is_file():
-        raise FileNotFoundError(f"{resolved}: weights file not found")
+        raise WeightsError(f"{resolved}: weights file not found; the run dir is incomplete (re-run the training)")
     why = _not_safetensors(resolved)
     if why:
         raise WeightsError(f"{resolved}: not a safetensors file: {why}; refused without loading it. "
                            f"Run dirs carry safetensors weights only (the trainer writes them).")
+    return resolved
+
+
+def load_weights(path: str | Path, run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """State dict of a safetensors file inside ``run_dir`` (checked first by :func:`check_weights`)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    resolved = check_weights(path, run_dir)
     try:
         return load_file(str(resolved))
     except (SafetensorError, OSError, ValueError) as e:
@@ -686,12 +693,8 @@ def cli(argv: Sequence[str]) -> int:
     p.add_argument("--plugin", action="append", default=[], help="module or .py file registering extra methods")
     a = p.parse_args(list(argv))
     _quiet_libraries()
-    try:
-        pred = predict(a.run_dir, a.inputs, text=a.text, speaker=a.speaker, explain=bool(a.explain),
-                       plugins=a.plugin)
-    except (PredictError, CorpusError, FileNotFoundError) as e:
-        print(f"predict: {e}", file=sys.stderr)
-        return 2
+    pred = predict(a.run_dir, a.inputs, text=a.text, speaker=a.speaker, explain=bool(a.explain),
+                   plugins=a.plugin)  # a bad run dir / input raises a UserError: one line, exit 2 (pipeline/errors.py)
     print(f"{pred.method} run {pred.run_dir}: {len(pred.utterances)} utterance(s)\n")
     print(format_table(pred, explain=bool(a.explain)))
     if a.json:

@@ -461,7 +461,10 @@ def cli(argv: Sequence[str]) -> int:
             raise ConfigError("--resume keeps the run's config and seeds; drop --set / --seeds")
         run_dir = Path(args.resume)
         if not (run_dir / "run.json").exists():
-            raise FileNotFoundError(f"{run_dir / 'run.json'} not found: {run_dir} is not a run dir")
+            from pipeline.errors import MissingFile
+
+            raise MissingFile(f"{run_dir / 'run.json'} not found: {run_dir} is not a run dir; give --resume the "
+                              f"folder of an interrupted run (runs/<name>)")
         info = json.loads((run_dir / "run.json").read_text())
         load_plugins(info.get("plugins", []))
         config = with_defaults(yaml_load(run_dir / "config.yaml"))
@@ -470,7 +473,9 @@ def cli(argv: Sequence[str]) -> int:
         taken = (run_dir / "run.json").exists()
         state.wait_for_everyone()  # every process looks before the main process writes
         if taken:
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
+            from pipeline.errors import AlreadyExists
+
+            raise AlreadyExists(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
         info.update(collect_run_info(config))  # git state when the run started
         if state.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -178,7 +178,8 @@ class _RunsCode:
 
 
 def test_pickled_weights_are_refused(runs, tmp_path, test_rows, capsys):
-    from pipeline.predict import WeightsError, cli, load_run
+    from pipeline.__main__ import main
+    from pipeline.predict import WeightsError, load_run
 
     run = _standalone_copy(runs["telme"], tmp_path / "run")
     saved = json.loads((run / "metrics.json").read_text())
@@ -188,8 +189,12 @@ def test_pickled_weights_are_refused(runs, tmp_path, test_rows, capsys):
         load_run(run)
     clip = tmp_path / "clip.mp4"
     shutil.copy2(test_rows[0]["video_path"], clip)
-    assert cli([str(run), str(clip), "--text", "hello"]) == 2
+    assert main(["predict", str(run), str(clip), "--text", "hello"]) == 2
     assert "not a safetensors file" in capsys.readouterr().err
+    # evaluate refuses the same pickle with one line (it used to end in a SafetensorError traceback)
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "not a safetensors file" in err and "Traceback" not in err
     assert not marker.exists()
     # a run dir pointing its weights at a pickle by name, or outside itself, is refused the same way
     for name, message in (("evil.pt", "only from .safetensors"), ("../outside.safetensors", "inside the run dir")):

@@ -149,8 +149,8 @@ def read_csv(path: Path, required: Sequence[str], report: ReadReport,
              repair_columns: Iterable[str] = ()) -> CsvTable:
     """Read a CSV with a header row.
 
-    Raises ``CorpusError`` for a missing file, an undecodable file, a missing required column
-    (naming it) or a row with fewer fields than the header (naming the line). Fields in
+    Raises ``CorpusError`` for a missing file, an undecodable file or a missing required column
+    (naming it); a row with fewer fields than the header is a "skip" naming the line. Fields in
     ``repair_columns`` go through ``repair_text``; the number of rows that changed is reported
     once per file as a "fix". Blank lines are ignored.
     """
@@ -183,8 +183,9 @@ def read_csv(path: Path, required: Sequence[str], report: ReadReport,
         next_line = reader.line_num + 1
         if not fields or all(not f.strip() for f in fields):
             continue
-        if len(fields) < len(header):
-            raise CorpusError(f"{path}:{line}: expected {len(header)} fields, found {len(fields)}")
+        if len(fields) < len(header):  # a bad row is recorded and skipped; the other rows are read
+            report.add("skip", path, f"expected {len(header)} fields, found {len(fields)}: row skipped", line=line)
+            continue
         values = dict(zip(header, fields))
         changed = False
         for col in repair:
@@ -336,6 +337,18 @@ def present_modalities(records: Sequence[Utterance]) -> tuple[str, ...]:
     if any(r.video_path for r in records):
         mods.append("video")
     return tuple(mods)
+
+
+def skip_bad_row(report: ReadReport, path: str | Path, line: int | None, error: CorpusError,
+                 what: str = "row") -> None:
+    """Record a bad row (unknown label, bad field, bad span, duplicate) as a "skip" with its file:line and go
+    on: every problem of a corpus is listed in one read (``--strict`` then stops on them)."""
+    message = str(error)
+    for prefix in (f"{path}:{line}: ", f"{path}: "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+            break
+    report.add("skip", path, f"{message}: {what} skipped", line=line)
 
 
 def require_root(root: str | Path) -> Path:
