@@ -379,9 +379,10 @@ def cli(argv: Sequence[str]) -> int:
     corpus = a.corpus or (None if a.cache else "demo-meld")
     cache_path = Path(a.cache) if a.cache else Path(a.cache_root) / str(corpus)
     if not (cache_path / "meta.json").exists():
-        print(f"compare: {cache_path} is not a features cache; build it with `make features CORPUS={corpus}`",
-              file=sys.stderr)
-        return 2
+        from pipeline.errors import MissingFile
+
+        raise MissingFile(f"{cache_path} is not a features cache; build it with "
+                          f"`make features CORPUS={corpus or '<corpus>'}`")
     name = corpus or cache_path.name
     out = Path(a.out) if a.out else Path("runs") / f"compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = compare(cache_path=cache_path, out=out, seeds=a.seeds, corpus=corpus if not a.cache else None,
