@@ -655,6 +655,9 @@ def test_mosi_bad_input(tmp_path: Path) -> None:
     ("â€œhiâ€\x9d", '"hi"'),
     ("Â Hey", " Hey"), ("CafÃ©", "Café"), ("naïve déjà vu", "naïve déjà vu"), ("plain", "plain"),
     ("\u201cok\u201d \u2013 fine\u2026", '"ok" - fine...'),
+    # a closing quote whose last byte cp1252 cannot hold (0x9D) comes back as U+FFFD: still the quote
+    ("He said \u00e2\u20ac\u0153yes\u00e2\u20ac\ufffd and left", 'He said "yes" and left'),
+    ("cafÃƒÂ©", "café"),  # encoded twice
 ])
 def test_repair_text(raw: str, fixed: str) -> None:
     assert repair_text(raw) == fixed
