@@ -143,12 +143,19 @@ def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Seq
         except Exception as e:  # a config that does not load is that method's problem, said in the table
             plan.skip = f"config does not load: {e}"
             continue
-        missing = [c for c in plan.config["features"].values() if c not in columns]
+        from pipeline.collate import used_features
+
+        try:
+            used = list(used_features(plan.config).values())  # a subset run needs only its own columns
+        except Exception as e:  # noqa: BLE001 - that method's problem, said in the table
+            plan.skip = f"config does not load: {e}"
+            continue
+        missing = [c for c in used if c not in columns]
         if missing:
             plan.skip = f"feature columns {', '.join(missing)} are not in the cache"
             continue
         if cls.GRANULARITY == "sequence":
-            flat = [c for c in plan.config["features"].values() if not columns[c].get("sequence")]
+            flat = [c for c in used if not columns[c].get("sequence")]
             if flat:
                 plan.skip = (f"needs per-step sequences of {', '.join(flat)}; the cache has vectors only "
                              f"(extract with --sequence)")

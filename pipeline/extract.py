@@ -483,6 +483,20 @@ def print_report(report: dict[str, Any]) -> None:
         print("  ... all skips with reasons in report.json")
 
 
+def _present_encoders(names: list[str], modalities: Sequence[str]) -> list[str]:
+    """The default encoders less those of a modality the corpus has none of (a transcripts-only corpus gets
+    its text columns only; ``--encoders`` still runs what it names)."""
+    import extractors  # noqa: F401  (registers the encoders)
+    from extractors.base import ENCODERS
+
+    keep = [n for n in names if ENCODERS.get(n).modality in modalities]
+    dropped = [n for n in names if n not in keep]
+    if dropped:
+        print(f"corpus has no {'/'.join(sorted({ENCODERS.get(n).modality for n in dropped}))}: "
+              f"not running {', '.join(dropped)}")
+    return keep
+
+
 def cli(argv: list[str] | None = None) -> int:
     from pipeline.catalog import corpus_entry
     from pipeline.corpora.base import read_corpus
@@ -523,7 +537,8 @@ def cli(argv: list[str] | None = None) -> int:
     if a.strict and data.report.of("skip"):
         print(data.report.summary())
         data.report.strict_check()
-    settings = ExtractSettings(encoders=a.encoders or entry.encoders, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
+    names = a.encoders or _present_encoders(entry.encoders, data.modalities)
+    settings = ExtractSettings(encoders=names, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
                                num_workers=a.num_workers, shard_size=a.shard_size, sequence=tuple(entry.sequence if a.sequence is None else a.sequence),
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
     report = extract(data, Path(a.cache_root) / a.corpus, settings)
