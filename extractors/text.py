@@ -97,6 +97,12 @@ class _TextEncoder(TorchEncoder, Encoder):
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         return out.last_hidden_state.float(), mask.to(self.device)
 
+    def input_loss(self, item: EncoderInput) -> tuple[float, float, str] | None:
+        """Tokens of the utterance's own text beyond ``max_length`` (the context encoder drops old turns
+        first by design; that is not counted, only an utterance that alone does not fit)."""
+        n = len(self.tokenizer(item.text or "", truncation=False, verbose=False)["input_ids"])
+        return (float(n - self.max_length), float(n), "tokens") if n > self.max_length else None
+
     def _base_settings(self) -> dict[str, Any]:
         return {**self._identity, "max_length": self.max_length, "dtype": dtype_name(self.dtype),
                 "sequence": self.sequence}

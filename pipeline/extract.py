@@ -165,6 +165,8 @@ class _LoadDataset:
         modality = self.encoder.modality
         if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
             return key, _Failed(f"{item.utterance_id}: no {modality} for this utterance")
+        if modality == "text" and not (item.text or "").strip():  # the readers' rule: no transcript, no text
+            return key, _Failed(f"{item.utterance_id}: empty transcript")
         try:
             return key, self.encoder.load(modality_input(item, modality))
         except EncoderInputError as e:
@@ -383,6 +385,8 @@ def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) 
                             "computed": len(todo), "random_weights": bool(encoder.random_weights),
                             "seconds": round(time.perf_counter() - t_enc, 2),
                             "skipped_this_rank": res["skipped"]}
+        if state.is_main_process:
+            report_cols[col]["truncated"] = truncation_summary(encoder, items)
         del encoder
 
     # Columns from earlier runs that were not asked for this time stay in the cache (incremental).
@@ -420,6 +424,22 @@ def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) 
         (cache_dir / "report.json").write_text(json.dumps(report, indent=2))
     state.wait_for_everyone()
     return report
+
+
+def truncation_summary(encoder: Encoder, items: Sequence[EncoderInput]) -> dict[str, Any] | None:
+    """How many utterances the encoder's settings cut (``Encoder.input_loss``: tokens past ``max_length``,
+    seconds past ``max_seconds``) and the largest loss; ``None`` when nothing is cut."""
+    losses = [(it.utterance_id, loss) for it in items if (loss := encoder.input_loss(it))]
+    if not losses:
+        return None
+    uid, (lost, total, unit) = max(losses, key=lambda x: x[1][0])
+    return {"unit": unit, "utterances": len(losses), "of": len(items), "max_lost": round(lost, 2),
+            "max_of": round(total, 2), "max_utterance": uid, "utterance_ids": [u for u, _ in losses[:20]]}
+
+
+def truncation_line(col: str, t: dict[str, Any]) -> str:
+    return (f"{col}: {t['utterances']} of {t['of']} utterance(s) lost {t['unit']} (max {t['max_lost']:g} of "
+            f"{t['max_of']:g} {t['unit']}, {t['max_utterance']})")
 
 
 def _merge_and_save(data: CorpusData, cache_dir: Path, columns: dict[str, Any], keys_by_column: dict[str, list[str]],
@@ -473,6 +493,9 @@ def print_report(report: dict[str, Any]) -> None:
         n_skip = len(report.get("skipped", {}).get(col, []))
         w = "RANDOM (offline stand-in)" if c["random_weights"] else "pretrained"
         print(f"{col:<26}{c['dim']:>6}{c['computed']:>10}{c['reused']:>8}{n_skip:>9}  {w}")
+    for col, c in report["columns"].items():
+        if c.get("truncated"):
+            print(f"  truncated {truncation_line(col, c['truncated'])}")
     skipped = report.get("skipped", {})
     shown = 0
     for col, entries in skipped.items():

@@ -207,6 +207,26 @@ def _feature_lines(config: dict[str, Any], cache: Any) -> list[str]:
     return lines
 
 
+def _truncation_text(config: dict[str, Any], cache: Any) -> str:
+    """What the encoders of the run's columns cut (tokens past max_length, seconds past max_seconds), from the
+    extract report of the cache."""
+    from pipeline.collate import used_features
+    from pipeline.extract import truncation_line
+
+    try:
+        columns = json.loads((Path(cache.path) / "report.json").read_text()).get("columns", {})
+    except (OSError, ValueError):
+        return "unknown (the cache has no report.json)"
+    out = []
+    for col in used_features(config).values():
+        if col not in columns or "truncated" not in columns[col]:
+            return "unknown (re-run `make features` to measure them)"
+        t = columns[col]["truncated"]
+        if t:
+            out.append(truncation_line(col, t))
+    return "; ".join(out) if out else "none"
+
+
 def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache: Any, info: dict[str, Any]) -> str:
     first = results[0]
     git = info.get("git", {})
@@ -230,6 +250,7 @@ def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache
     random = [col for col in used_features(config).values()
               if cache.meta.get("columns", {}).get(col, {}).get("random_weights")]
     lines.append(f"\nFeatures from random weights: {', '.join(random) if random else 'none'}.")
+    lines.append(f"\nTruncated inputs (cache report.json): {_truncation_text(config, cache)}")
     std = "mean ± sample std over seeds" if len(results) > 1 else "one seed"
     lines += ["", f"## Metrics ({std})", "", metrics_table(results), "", "## Per-stage best dev", ""]
     for r in results:
