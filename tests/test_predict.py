@@ -302,7 +302,7 @@ def test_degraded_rows_are_marked_everywhere(runs, test_rows, tmp_path, capfd):
     got = json.loads(out_json.read_text())
     u = got["utterances"]
     assert [x["degraded"] for x in u] == [True, True, True, True, False] and got["degraded_rows"] == 4
-    assert set(u[0]["missing"]) == {"audio", "video"} and "zero-length" in u[0]["missing"]["audio"]
+    assert set(u[0]["missing"]) == {"audio", "video"} and "empty file" in u[0]["missing"]["audio"]
     assert set(u[1]["missing"]) == {"audio", "video"} and set(u[2]["missing"]) == {"audio", "video"}
     assert set(u[3]["missing"]) == {"text"} and "empty transcript" in u[3]["missing"]["text"]
     cut = u[2]["truncated"]["text.roberta"]
@@ -311,7 +311,7 @@ def test_degraded_rows_are_marked_everywhere(runs, test_rows, tmp_path, capfd):
     with out_csv.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["degraded"] for r in rows] == ["1", "1", "1", "1", "0"]
-    assert "zero-length" in rows[0]["missing"] and "text.roberta: lost" in rows[2]["truncated"]
+    assert "empty file" in rows[0]["missing"] and "text.roberta: lost" in rows[2]["truncated"]
     assert "4 of 5 row(s) degraded" in captured.out and "(degraded)" in captured.out
     assert "no text: " in captured.out and "text.roberta cut: lost" in captured.out
     # --strict: the same outputs, then a non-zero exit naming the rows
