@@ -100,7 +100,10 @@ class _TextEncoder(TorchEncoder, Encoder):
     def input_loss(self, item: EncoderInput) -> tuple[float, float, str] | None:
         """Tokens of the utterance's own text beyond ``max_length`` (the context encoder drops old turns
         first by design; that is not counted, only an utterance that alone does not fit)."""
-        n = len(self.tokenizer(item.text or "", truncation=False, verbose=False)["input_ids"])
+        text = item.text or ""
+        if len(text.encode("utf-8")) + 4 <= self.max_length:  # a token spans >= 1 byte: it fits, skip tokenizing
+            return None
+        n = len(self.tokenizer(text, truncation=False, verbose=False)["input_ids"])
         return (float(n - self.max_length), float(n), "tokens") if n > self.max_length else None
 
     def _base_settings(self) -> dict[str, Any]:
