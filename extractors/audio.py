@@ -29,6 +29,45 @@ def _load_wave(item: EncoderInput, sample_rate: int, max_seconds: float | None) 
         raise EncoderInputError(str(e)) from e
 
 
+def media_seconds(path: str) -> float | None:
+    """Duration of a media file from its header (soundfile, else PyAV), ``None`` when it cannot be read."""
+    try:
+        import soundfile as sf
+
+        return float(sf.info(path).duration)
+    except Exception:  # noqa: BLE001 - not a soundfile format: try the container header
+        pass
+    try:
+        import av
+
+        with av.open(path) as container:
+            if container.duration is not None:
+                return float(container.duration) / 1_000_000  # AV_TIME_BASE
+            stream = next(iter(container.streams.audio), None)
+            if stream is not None and stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+    except Exception:  # noqa: BLE001 - an unreadable file is the loader's problem, reported there
+        return None
+    return None
+
+
+def audio_loss(item: EncoderInput, max_seconds: float | None) -> tuple[float, float, str] | None:
+    """Seconds of the utterance's span beyond ``max_seconds`` (only the last ``max_seconds`` are kept)."""
+    if max_seconds is None:
+        return None
+    path = item.audio_path or item.video_path
+    if not path:
+        return None
+    if item.start is not None and item.end is not None:
+        total = float(item.end) - float(item.start)
+    else:
+        whole = media_seconds(path)
+        if whole is None:
+            return None
+        total = whole - float(item.start or 0.0) if item.end is None else float(item.end) - float(item.start or 0.0)
+    return (total - max_seconds, total, "seconds") if total > max_seconds + 1e-6 else None
+
+
 def _min_samples(conv_kernel: list[int], conv_stride: list[int]) -> int:
     """Shortest input for which the conv feature encoder still yields one frame."""
     n = 1
@@ -106,6 +145,9 @@ class Data2VecEncoder(TorchEncoder, Encoder):
         return {**self._identity, "sample_rate": self.sample_rate, "max_seconds": self.max_seconds,
                 "pooling": self.pooling, "normalise": "feature_extractor" if self.feature_extractor else "utterance",
                 "dtype": dtype_name(self.dtype), "sequence": self.sequence}
+
+    def input_loss(self, item: EncoderInput) -> tuple[float, float, str] | None:
+        return audio_loss(item, self.max_seconds)
 
     def load(self, item: EncoderInput) -> np.ndarray:
         wave = _load_wave(item, self.sample_rate, self.max_seconds)
@@ -203,6 +245,9 @@ class OpenSmileEncoder(Encoder):
     def settings(self) -> dict[str, Any]:
         return {"feature_set": self.feature_set, "opensmile": self.opensmile_version,
                 "sample_rate": self.sample_rate, "max_seconds": self.max_seconds, "sequence": self.sequence}
+
+    def input_loss(self, item: EncoderInput) -> tuple[float, float, str] | None:
+        return audio_loss(item, self.max_seconds)
 
     def load(self, item: EncoderInput) -> dict[str, np.ndarray]:
         wave = _load_wave(item, self.sample_rate, self.max_seconds)

@@ -84,6 +84,12 @@ class Encoder:
     def encode(self, samples: list[Any]) -> EncoderOutput:
         raise NotImplementedError
 
+    def input_loss(self, item: EncoderInput) -> tuple[float, float, str] | None:
+        """How much of ``item`` this encoder's settings cut off: ``(lost, total, unit)`` (e.g. 40 of 300
+        tokens, 5.2 of 30.2 seconds), or ``None`` when nothing is cut or the encoder cuts nothing. Cheap
+        (a tokenizer pass or a media header); the extract report and ``predict`` say it."""
+        return None
+
     def to(self, device: Any, dtype: Any = None) -> "Encoder":
         return self
 

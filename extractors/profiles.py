@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from extractors.tiny import CONFIGS as TINY_CONFIGS
+from pipeline.errors import UnknownName
 
 MINILM = "@minilm"
 TINY = "@tiny:"
@@ -100,10 +101,10 @@ def encoder_kwargs(profile: str, name: str, overrides: dict[str, Any] | None = N
     settings. A key the encoder's constructor does not take is an error here, not later.
     """
     if profile not in PROFILES:
-        raise KeyError(f"unknown encoder profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
+        raise UnknownName(f"unknown encoder profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
     prof = PROFILES[profile]
     if name not in prof:
-        raise KeyError(f"profile {profile!r} has no encoder {name!r}; it has: {', '.join(sorted(prof))}")
+        raise UnknownName(f"unknown encoder {name!r}: profile {profile!r} has {', '.join(sorted(prof))}")
     kwargs = copy.deepcopy(prof[name])
     if paths and name in paths:
         arg = _PATH_ARG.get(name, "weights")
@@ -135,7 +136,7 @@ def describe(profile: str) -> str:
     from extractors.base import ENCODERS
 
     if profile not in PROFILES:
-        raise KeyError(f"unknown encoder profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
+        raise UnknownName(f"unknown encoder profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
 
     def show(v: Any) -> str:
         if v == MINILM:

@@ -119,6 +119,15 @@ class _TextEncoder(TorchEncoder, Encoder):
             vec, hidden, _ = self.pooled(self.model, batch)
         return vec.float(), hidden.float()
 
+    def input_loss(self, item: EncoderInput) -> tuple[float, float, str] | None:
+        """Tokens of the utterance's own text beyond ``max_length`` (the context encoder drops old turns
+        first by design; that is not counted, only an utterance that alone does not fit)."""
+        text = item.text or ""
+        if len(text.encode("utf-8")) + 4 <= self.max_length:  # a token spans >= 1 byte: it fits, skip tokenizing
+            return None
+        n = len(self.tokenizer(text, truncation=False, verbose=False)["input_ids"])
+        return (float(n - self.max_length), float(n), "tokens") if n > self.max_length else None
+
     def _base_settings(self) -> dict[str, Any]:
         return {**self._identity, "max_length": self.max_length, "dtype": dtype_name(self.dtype),
                 "sequence": self.sequence}

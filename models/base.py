@@ -59,6 +59,14 @@ class Method(nn.Module):
     GRANULARITY: str = "utterance"
     TASKS: tuple[str, ...] = ("classification",)
 
+    @classmethod
+    def roles_needed(cls, model_config: dict[str, Any]) -> set[str] | None:
+        """The feature roles a run with this ``model:`` config reads; ``None`` = every role of ``features:``.
+        A subset run (``model.modalities: [text]``) reads only its own columns, so a text-only corpus
+        (a cache without audio / video columns) trains it."""
+        modalities = model_config.get("modalities")
+        return None if modalities is None else set(modalities)
+
     def stages(self) -> list[Stage]:
         return [Stage("main", tuple(self.param_groups_all()))]
 

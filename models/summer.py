@@ -63,7 +63,7 @@ teacher guidance (and no ``phi``); the teacher is still trained and distils thro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -438,6 +438,14 @@ class SUMMER(Method):
     ROLES = MODALITY_ORDER
     GRANULARITY = "dialogue"
     TASKS = ("classification",)
+
+    @classmethod
+    def roles_needed(cls, model_config: dict[str, Any]) -> set[str] | None:
+        roles = super().roles_needed(model_config)  # the students' modalities, plus an explicit IKD teacher
+        teacher = model_config.get("teacher_modality")
+        if roles is not None and teacher and model_config.get("use_ikd", True):
+            roles.add(str(teacher))
+        return roles
 
     def __init__(self, *, input_dims: dict[str, int], num_classes: int,
                  modalities: list[str] | tuple[str, ...] | None = None, teacher_modality: str | None = None,

@@ -1,7 +1,8 @@
 """Command line: ``python -m pipeline <command> ...`` (also ``accelerate launch -m pipeline <command>``).
 
 Commands are looked up in a table of ``module:function`` entries; each function takes ``argv``
-and returns an exit code.
+and returns an exit code. Every command runs under one error policy (``pipeline/errors.py``): an
+expected failure prints one line and exits 2; ``--debug`` (anywhere on the line) shows the traceback.
 """
 from __future__ import annotations
 
@@ -22,14 +23,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.errors import run_command
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
-        print("usage: python -m pipeline <command> [options]\n\ncommands:")
+        print("usage: python -m pipeline <command> [options] [--debug]\n\ncommands:")
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:<10} {help_}")
         return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return int(module.cli(argv[1:]) or 0)
+    return run_command(argv[0], module.cli, argv[1:], debug=debug)
 
 
 if __name__ == "__main__":

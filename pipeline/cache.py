@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import MissingFile, UnknownName
+
 META_FILE = "meta.json"
 DATASET_DIR = "dataset"
 DATASET_KEY = "dataset"  # meta.json key naming the current dataset version folder
@@ -68,7 +70,7 @@ class Cache:
             return int(self.meta["columns"][column]["dim"])
         except KeyError:
             have = ", ".join(sorted(self.meta.get("columns", {}))) or "(none)"
-            raise KeyError(f"cache {self.path} has no feature column {column!r}; it has: {have}. "
+            raise UnknownName(f"cache {self.path} has no feature column {column!r}; it has: {have}. "
                            f"Run `make features` with that encoder.") from None
 
     def fingerprint(self) -> str:
@@ -89,7 +91,7 @@ def load_cache(path: str | Path, *, retries: int = 5) -> Cache:
     meta_file = path / META_FILE
     for attempt in range(retries + 1):
         if not meta_file.exists():
-            raise FileNotFoundError(f"{meta_file} not found: {path} is not a features cache (run `make features`)")
+            raise MissingFile(f"{meta_file} not found: {path} is not a features cache (run `make features`)")
         text = meta_file.read_text()
         meta = json.loads(text)
         try:

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import configs_dir
+from pipeline.errors import UnknownName
 
 
 DEFAULT_ENCODERS = ["roberta", "roberta-context", "data2vec", "timesformer", "opensmile", "densenet"]
@@ -31,10 +32,10 @@ def corpus_entry(name: str, root: str | Path | None = None) -> CorpusEntry:
     catalog_file = configs_dir() / "corpora.yaml"
     catalog = yaml.safe_load(catalog_file.read_text()) or {}
     if name not in catalog:
-        raise KeyError(f"unknown corpus {name!r} (not in {catalog_file}); known: {', '.join(sorted(catalog))}")
+        raise UnknownName(f"unknown corpus {name!r} (not in {catalog_file}); known: {', '.join(sorted(catalog))}")
     e = catalog[name]
     unknown = sorted(set(e) - {"reader", "root", "options", "encoders", "sequence"})
     if unknown:
-        raise KeyError(f"{catalog_file}: corpus {name!r} has unknown keys {unknown}")
+        raise UnknownName(f"{catalog_file}: corpus {name!r} has unknown keys {unknown}")
     return CorpusEntry(name=name, reader=e["reader"], root=Path(root or e["root"]), options=dict(e.get("options") or {}),
                        encoders=list(e.get("encoders") or DEFAULT_ENCODERS), sequence=list(e.get("sequence") or []))

@@ -269,21 +269,47 @@ class RunData:
     task: str
 
 
+def used_features(config: dict[str, Any]) -> dict[str, str]:
+    """``role -> feature column`` a run reads: the config's ``features:`` less roles set to null and, for a
+    subset run (``model.modalities: [text]``), less the roles the model does not use (``Method.roles_needed``).
+    So a text-only cache trains a text-only run; the trainer, the run card and ``features.json`` all use this."""
+    import models  # noqa: F401  (registers the methods)
+    from models.base import METHODS
+    from pipeline.config import ConfigError
+
+    features = {role: col for role, col in dict(config.get("features") or {}).items() if col}
+    needed = METHODS.get(config["method"]).roles_needed(dict(config.get("model") or {}))
+    if needed is not None:
+        absent = sorted(needed - set(features))
+        if absent:
+            raise ConfigError(f"model.modalities needs role(s) {absent} but config `features:` has no column for "
+                              f"them: {dict(config.get('features') or {})}")
+        features = {role: col for role, col in features.items() if role in needed}
+    return features
+
+
 def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPLITS) -> RunData:
     """Build the split datasets the config's method needs (checks roles, task and label set)."""
     import models  # noqa: F401  (registers the methods)
     from models.base import METHODS
     from pipeline.config import ConfigError
+    from pipeline.errors import UnknownName
 
     cls = METHODS.get(config["method"])
     task = cache.task
     if task not in cls.TASKS:
-        raise ValueError(f"method {config['method']!r} does not do {task} (cache {cache.path}); it does {cls.TASKS}")
-    features = dict(config["features"])
+        raise ConfigError(f"method {config['method']!r} does not do {task} (cache {cache.path}); it does {cls.TASKS}")
+    features = used_features(config)
     unknown = sorted(set(features) - set(cls.ROLES))
     if unknown or not features:
         raise ConfigError(f"config `features:` roles {unknown or '(none)'} are not roles of method "
                           f"{config['method']!r}: {cls.ROLES}")
+    have = cache.meta.get("columns", {})
+    absent = [col for col in features.values() if col not in have]
+    if absent:
+        raise UnknownName(f"cache {cache.path} has no feature column(s) {', '.join(absent)}; it has: "
+                          f"{', '.join(sorted(have)) or '(none)'}. Run `make features` with that encoder, or train "
+                          f"on the modalities the cache has (e.g. --set model.modalities=[text])")
     label_set = config["label_set"]
     if task == "classification":
         sets = cache.meta.get("label_sets", {})
@@ -295,7 +321,7 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
     data = {}
     for split in splits:
         if split not in cache.dataset:
-            raise KeyError(f"cache {cache.path} has no split {split!r}; it has: {list(cache.dataset)}")
+            raise UnknownName(f"cache {cache.path} has no split {split!r}; it has: {list(cache.dataset)}")
         data[split] = build_split_dataset(cache.dataset[split], granularity=cls.GRANULARITY, features=features,
                                           task=task, label_column=label_column(label_set),
                                           max_len=int(config["train"]["max_len"]), source=f"{cache.path} [{split}]")

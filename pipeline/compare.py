@@ -158,12 +158,19 @@ def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Seq
         except Exception as e:  # a config that does not load is that method's problem, said in the table
             plan.skip = f"config does not load: {e}"
             continue
-        missing = [c for c in plan.config["features"].values() if c not in columns]
+        from pipeline.collate import used_features
+
+        try:
+            used = list(used_features(plan.config).values())  # a subset run needs only its own columns
+        except Exception as e:  # noqa: BLE001 - that method's problem, said in the table
+            plan.skip = f"config does not load: {e}"
+            continue
+        missing = [c for c in used if c not in columns]
         if missing:
             plan.skip = f"feature columns {', '.join(missing)} are not in the cache"
             continue
         if cls.GRANULARITY == "sequence":
-            flat = [c for c in plan.config["features"].values() if not columns[c].get("sequence")]
+            flat = [c for c in used if not columns[c].get("sequence")]
             if flat:
                 plan.skip = (f"needs per-step sequences of {', '.join(flat)}; the cache has vectors only "
                              f"(extract with --sequence)")
@@ -399,9 +406,10 @@ def cli(argv: Sequence[str]) -> int:
     corpus = a.corpus or (None if a.cache else "demo-meld")
     cache_path = Path(a.cache) if a.cache else Path(a.cache_root) / str(corpus)
     if not (cache_path / "meta.json").exists():
-        print(f"compare: {cache_path} is not a features cache; build it with `make features CORPUS={corpus}`",
-              file=sys.stderr)
-        return 2
+        from pipeline.errors import MissingFile
+
+        raise MissingFile(f"{cache_path} is not a features cache; build it with "
+                          f"`make features CORPUS={corpus or '<corpus>'}`")
     name = corpus or cache_path.name
     out = Path(a.out) if a.out else Path("runs") / f"compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = compare(cache_path=cache_path, out=out, seeds=a.seeds, corpus=corpus if not a.cache else None,

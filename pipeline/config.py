@@ -23,6 +23,8 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from pipeline.errors import UserValueError
+
 # ``paper:`` holds the paper's reported numbers for that corpus (``make compare`` shows them beside ours);
 # the trainer ignores it.
 # ``init:`` starts parameter groups from fine-tuning runs (``{group: run dir}``, see ``pipeline.train.init_groups``);
@@ -48,7 +50,7 @@ STAGE_REQUIRED = ("epochs", "lr", "batch_size")
 STAGE_OVERRIDABLE = ("weight_decay", "grad_clip", "warmup", "scheduler", "optimizer")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A bad config: the message names the key and, where known, the file and line."""
 
 

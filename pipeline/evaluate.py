@@ -32,28 +32,32 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
 def load_trained(run_dir: str | Path, splits: Sequence[str] = ("test",), cache_path: str | Path | None = None):
     """(config, cache, data, method, saved metrics) of a finished single-seed run dir, final weights
     loaded (safetensors only)."""
-    from safetensors.torch import load_file
+    from pipeline.errors import MissingFile, UnknownName, UserValueError
+    from pipeline.predict import check_weights, load_weights
 
     run_dir = Path(run_dir)
     for name in ("config.yaml", "metrics.json"):
         if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name} not found: {run_dir} is not a finished run dir")
+            raise MissingFile(f"{run_dir / name} not found: {run_dir} is not a finished run dir")
     info = _run_info(run_dir)
     config = with_defaults(yaml_load(run_dir / "config.yaml"))
     import models  # noqa: F401  (registers the shipped methods)
     from models.base import METHODS
 
     if config["method"] not in METHODS:  # a run dir never imports code by itself: plugins are asked for
-        raise KeyError(f"{run_dir}: method {config['method']!r} is not registered here; the run was trained with "
+        raise UnknownName(f"{run_dir}: method {config['method']!r} is not registered here; the run was trained with "
                        f"plugin(s) {info.get('plugins') or '(none)'}: pass them with --plugin to load them")
     saved = json.loads((run_dir / "metrics.json").read_text())
+    if "final_weights" not in saved:
+        raise UserValueError(f"{run_dir / 'metrics.json'} names no final_weights: the run did not finish")
+    check_weights(saved["final_weights"], run_dir)  # a pickle is refused before anything else is loaded
     cache_path = cache_path or info.get("cache") or saved.get("cache")
     if not cache_path:
-        raise ValueError(f"{run_dir}: no run.json or metrics.json naming the cache; pass --cache PATH")
+        raise UserValueError(f"{run_dir}: no run.json or metrics.json naming the cache; pass --cache PATH")
     cache = load_cache(cache_path)
     data = prepare_data(config, cache, splits=tuple(splits))
     method = build_model(config, data)
-    method.load_state_dict(load_file(str(run_dir / saved["final_weights"])))
+    method.load_state_dict(load_weights(saved["final_weights"], run_dir))
     return config, cache, data, method, saved
 
 
@@ -68,7 +72,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", cache_path: str | Pat
     method.to(accelerator.device)
     stage = next((s for s in method.stages() if s.name == saved["final_stage"]), None)
     if stage is None:
-        raise ValueError(f"{run_dir / 'metrics.json'}: final stage {saved['final_stage']!r} is not a stage of "
+        raise UserValueError(f"{run_dir / 'metrics.json'}: final stage {saved['final_stage']!r} is not a stage of "
                          f"method {config['method']!r}")
     loader = accelerator.prepare(make_loader(data.splits[split], batch_size=int(config["train"]["eval_batch_size"])))
     outputs, targets = predict(accelerator, method, loader, stage)
@@ -97,7 +101,9 @@ def cli(argv: Sequence[str]) -> int:
     else:
         dirs = [run_dir]
     if not dirs:
-        raise FileNotFoundError(f"{run_dir}: no run.json / config.yaml: not a run dir")
+        from pipeline.errors import MissingFile
+
+        raise MissingFile(f"{run_dir}: no run.json / config.yaml: not a run dir (give a folder under runs/)")
     results = [evaluate_run(d, split=args.split, cache_path=args.cache) for d in dirs]
     print(f"\n{run_dir}: re-scored on {args.split} (seeds {[r['seed'] for r in results]})")
     print(metrics_table(results, splits=(args.split,)))

@@ -175,6 +175,8 @@ class _LoadDataset:
         modality = self.encoder.modality
         if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
             return key, _Failed(f"{item.utterance_id}: no {modality} for this utterance")
+        if modality == "text" and not (item.text or "").strip():  # the readers' rule: no transcript, no text
+            return key, _Failed(f"{item.utterance_id}: empty transcript")
         try:
             return key, self.encoder.load(modality_input(item, modality))
         except EncoderInputError as e:
@@ -486,6 +488,8 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
                             "computed": len(todo), "random_weights": bool(encoder.random_weights),
                             "seconds": round(time.perf_counter() - t_enc, 2),
                             "skipped_this_rank": res["skipped"]}
+        if state.is_main_process:
+            report_cols[col]["truncated"] = truncation_summary(encoder, items)
         del encoder
 
     # Columns from earlier runs that were not asked for this time stay in the cache (incremental).
@@ -526,6 +530,22 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
         write_text_atomic(cache_dir / "report.json", json.dumps(report, indent=2))
     state.wait_for_everyone()
     return report
+
+
+def truncation_summary(encoder: Encoder, items: Sequence[EncoderInput]) -> dict[str, Any] | None:
+    """How many utterances the encoder's settings cut (``Encoder.input_loss``: tokens past ``max_length``,
+    seconds past ``max_seconds``) and the largest loss; ``None`` when nothing is cut."""
+    losses = [(it.utterance_id, loss) for it in items if (loss := encoder.input_loss(it))]
+    if not losses:
+        return None
+    uid, (lost, total, unit) = max(losses, key=lambda x: x[1][0])
+    return {"unit": unit, "utterances": len(losses), "of": len(items), "max_lost": round(lost, 2),
+            "max_of": round(total, 2), "max_utterance": uid, "utterance_ids": [u for u, _ in losses[:20]]}
+
+
+def truncation_line(col: str, t: dict[str, Any]) -> str:
+    return (f"{col}: {t['utterances']} of {t['of']} utterance(s) lost {t['unit']} (max {t['max_lost']:g} of "
+            f"{t['max_of']:g} {t['unit']}, {t['max_utterance']})")
 
 
 def _merge_and_save(data: CorpusData, cache_dir: Path, columns: dict[str, Any], keys_by_column: dict[str, list[str]],
@@ -603,6 +623,9 @@ def print_report(report: dict[str, Any]) -> None:
         n_skip = len(report.get("skipped", {}).get(col, []))
         w = "RANDOM (offline stand-in)" if c["random_weights"] else "pretrained"
         print(f"{col:<26}{c['dim']:>6}{c['computed']:>10}{c['reused']:>8}{n_skip:>9}  {w}")
+    for col, c in report["columns"].items():
+        if c.get("truncated"):
+            print(f"  truncated {truncation_line(col, c['truncated'])}")
     skipped = report.get("skipped", {})
     shown = 0
     for col, entries in skipped.items():
@@ -611,6 +634,20 @@ def print_report(report: dict[str, Any]) -> None:
             shown += 1
     if any(len(v) > 5 for v in skipped.values()):
         print("  ... all skips with reasons in report.json")
+
+
+def _present_encoders(names: list[str], modalities: Sequence[str]) -> list[str]:
+    """The default encoders less those of a modality the corpus has none of (a transcripts-only corpus gets
+    its text columns only; ``--encoders`` still runs what it names)."""
+    import extractors  # noqa: F401  (registers the encoders)
+    from extractors.base import ENCODERS
+
+    keep = [n for n in names if ENCODERS.get(n).modality in modalities]
+    dropped = [n for n in names if n not in keep]
+    if dropped:
+        print(f"corpus has no {'/'.join(sorted({ENCODERS.get(n).modality for n in dropped}))}: "
+              f"not running {', '.join(dropped)}")
+    return keep
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -645,6 +682,7 @@ def cli(argv: list[str] | None = None) -> int:
                    help="only delete what the cache no longer uses (shards of old fingerprints or of columns "
                         "not in meta.json, old dataset versions, leftovers of killed runs), listing each and the "
                         "space freed; extracts nothing")
+    p.add_argument("--strict", action="store_true", help="stop before extracting when the reader skipped anything")
     a = p.parse_args(argv)
     from pipeline.cache import CacheLocked
 
@@ -677,11 +715,15 @@ def cli(argv: list[str] | None = None) -> int:
     entry = corpus_entry(a.corpus, a.root)
     data = read_corpus(entry.reader, entry.root, **entry.options)
     data.name = a.corpus
+    if a.strict and data.report.of("skip"):
+        print(data.report.summary())
+        data.report.strict_check()
     sequence = tuple(entry.sequence if a.sequence is None else a.sequence)
     tuned = [finetuned_encoder(run, a.tag, sequence) for run in a.finetuned]
     if len({column_name(e) for e in tuned}) < len(tuned):
         p.error("two --finetuned runs would write the same column; give them separately with different --tag")
-    settings = ExtractSettings(encoders=list(entry.encoders if a.encoders is None else a.encoders) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
+    names = _present_encoders(entry.encoders, data.modalities) if a.encoders is None else a.encoders
+    settings = ExtractSettings(encoders=list(names) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
                                num_workers=a.num_workers, shard_size=a.shard_size, sequence=sequence,
                                precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
     try:

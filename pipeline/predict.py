@@ -30,8 +30,12 @@ before anything is unpickled), config / JSON files are parsed with safe loaders,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
+import logging
+import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -42,16 +46,18 @@ import numpy as np
 import torch
 
 from pipeline.corpora.base import CorpusData, CorpusError, ReadReport, Utterance
+from pipeline.errors import UserValueError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a"})
-TARGET_KEYS = ("label", "score", "label_mask")  # batch entries predict never passes to the model
+TARGET_KEYS = ("label", "score", "label_mask")
+EXIT_DEGRADED = 3  # predict --strict: some row had a missing modality or a cut input (2 = bad input, no output)  # batch entries predict never passes to the model
 DEFAULT_SPEAKER = "Speaker"
 CSV_FILE_COLUMNS = ("file", "clip", "path", "video")
 CSV_TEXT_COLUMNS = ("text", "transcript", "utterance")
 
 
-class PredictError(ValueError):
+class PredictError(UserValueError):
     """A clear stop: the run dir or the input cannot be used here. The message says which file and why."""
 
 
@@ -102,13 +108,10 @@ def _not_safetensors(path: Path) -> str | None:
     return "it has no safetensors header"
 
 
-def load_weights(path: str | Path, run_dir: str | Path) -> dict[str, torch.Tensor]:
-    """State dict of a safetensors file inside ``run_dir``. Anything else is refused with a clear message
-    before it is opened by any deserialiser: a path outside the run dir, another suffix, or a file that
-    is not laid out as safetensors (a pickle or ``torch.save`` file is recognised and never unpickled)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def check_weights(path: str | Path, run_dir: str | Path) -> Path:
+    """The resolved path of a safetensors weights file inside ``run_dir``; anything else is refused with
+    :class:`WeightsError` before any deserialiser opens it: a path outside the run dir, another suffix, a
+    missing file, or a file not laid out as safetensors (a pickle or ``torch.save`` file is named)."""
     run_dir = Path(run_dir).resolve()
     resolved = (run_dir / Path(path)).resolve()
     if run_dir not in resolved.parents:
@@ -117,11 +120,20 @@ def load_weights(path: str | Path, run_dir: str | Path) -> dict[str, torch.Tenso
         raise WeightsError(f"{resolved}: weights are loaded only from .safetensors files; refused "
                            f"{resolved.suffix or 'a name without suffix'} (a pickled checkpoint could run code)")
     if not resolved.is_file():
-        raise FileNotFoundError(f"{resolved}: weights file not found")
+        raise WeightsError(f"{resolved}: weights file not found; the run dir is incomplete (re-run the training)")
     why = _not_safetensors(resolved)
     if why:
         raise WeightsError(f"{resolved}: not a safetensors file: {why}; refused without loading it. "
                            f"Run dirs carry safetensors weights only (the trainer writes them).")
+    return resolved
+
+
+def load_weights(path: str | Path, run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """State dict of a safetensors file inside ``run_dir`` (checked first by :func:`check_weights`)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    resolved = check_weights(path, run_dir)
     try:
         return load_file(str(resolved))
     except (SafetensorError, OSError, ValueError) as e:
@@ -274,35 +286,47 @@ def _float_or_none(value: str | None, where: str, column: str) -> float | None:
         raise CorpusError(f"{where}: column {column!r} must be a number of seconds, got {value!r}") from None
 
 
-def read_dialogue_csv(csv_path: Path, dialogue_id: str) -> list[Utterance]:
-    """The utterances of one dialogue CSV, in file order (see the module docstring for the columns)."""
-    with csv_path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        file_col = next((fields[c] for c in CSV_FILE_COLUMNS if c in fields), None)
-        text_col = next((fields[c] for c in CSV_TEXT_COLUMNS if c in fields), None)
-        if file_col is None or text_col is None:
-            raise CorpusError(f"{csv_path}:1: a dialogue CSV needs the columns file and text (optional: speaker, "
-                              f"start, end); it has {', '.join(reader.fieldnames or []) or 'none'}")
-        records: list[Utterance] = []
-        for line, row in enumerate(reader, start=2):
-            where = f"{csv_path}:{line}"
-            name = (row.get(file_col) or "").strip()
-            if not name:
-                raise CorpusError(f"{where}: empty {file_col!r}")
-            media = (csv_path.parent / name)
-            if not media.is_file():
-                raise CorpusError(f"{where}: media file {media} not found")
-            try:
-                fields_ = _media_fields(media)
-            except PredictError as e:
-                raise CorpusError(f"{where}: {e}") from None
-            speaker = (row.get(fields.get("speaker", ""), "") or "").strip() or DEFAULT_SPEAKER
-            records.append(Utterance(
-                corpus="predict", split="test", dialogue_id=dialogue_id, position=len(records),
-                utterance_id=f"{dialogue_id}_{len(records)}", speaker=speaker, text=(row.get(text_col) or "").strip(),
-                start=_float_or_none(row.get(fields.get("start", "")), where, "start"),
-                end=_float_or_none(row.get(fields.get("end", "")), where, "end"), **fields_))
+def _clean_text(raw: str | None) -> str:
+    """A transcript as the readers keep it: mojibake repaired (``repair_text``, ftfy), whitespace collapsed."""
+    from pipeline.corpora.common import repair_text
+
+    return " ".join(repair_text(raw or "").split())
+
+
+def read_dialogue_csv(csv_path: Path, dialogue_id: str, report: ReadReport | None = None) -> list[Utterance]:
+    """The utterances of one dialogue CSV, in file order (see the module docstring for the columns). Decoded
+    as the corpus readers decode (UTF-8, else Windows-1252, said in the report) and repaired the same way."""
+    from pipeline.corpora.common import read_text
+
+    text, _ = read_text(csv_path, report)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    file_col = next((fields[c] for c in CSV_FILE_COLUMNS if c in fields), None)
+    text_col = next((fields[c] for c in CSV_TEXT_COLUMNS if c in fields), None)
+    if file_col is None or text_col is None:
+        raise CorpusError(f"{csv_path}:1: a dialogue CSV needs the columns file and text (optional: speaker, "
+                          f"start, end); it has {', '.join(reader.fieldnames or []) or 'none'}")
+    records: list[Utterance] = []
+    line = reader.line_num + 1
+    for row in reader:
+        where = f"{csv_path}:{line}"
+        line = reader.line_num + 1
+        name = (row.get(file_col) or "").strip()
+        if not name:
+            raise CorpusError(f"{where}: empty {file_col!r}")
+        media = (csv_path.parent / name)
+        if not media.is_file():
+            raise CorpusError(f"{where}: media file {media} not found")
+        try:
+            fields_ = _media_fields(media)
+        except PredictError as e:
+            raise CorpusError(f"{where}: {e}") from None
+        speaker = _clean_text(row.get(fields.get("speaker", ""), "")) or DEFAULT_SPEAKER
+        records.append(Utterance(
+            corpus="predict", split="test", dialogue_id=dialogue_id, position=len(records),
+            utterance_id=f"{dialogue_id}_{len(records)}", speaker=speaker, text=_clean_text(row.get(text_col)),
+            start=_float_or_none(row.get(fields.get("start", "")), where, "start"),
+            end=_float_or_none(row.get(fields.get("end", "")), where, "end"), **fields_))
     if not records:
         raise CorpusError(f"{csv_path}: no utterances")
     return records
@@ -331,11 +355,11 @@ def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: 
             if len(csvs) != 1:
                 raise PredictError(f"{path}: a dialogue folder holds exactly one .csv (file,speaker,text per "
                                    f"utterance, in order); found {len(csvs)}")
-            turns = read_dialogue_csv(csvs[0], dialogue)
+            turns = read_dialogue_csv(csvs[0], dialogue, report)
             report.add("info", csvs[0], f"dialogue {dialogue}: {len(turns)} utterance(s)")
             records += turns
         elif path.is_file() and path.suffix.lower() == ".csv":
-            turns = read_dialogue_csv(path, dialogue)
+            turns = read_dialogue_csv(path, dialogue, report)
             report.add("info", path, f"dialogue {dialogue}: {len(turns)} utterance(s)")
             records += turns
         elif path.is_file():
@@ -345,7 +369,10 @@ def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: 
                 sidecar = path.with_suffix(".txt")
                 if not sidecar.is_file():
                     raise PredictError(f"{path}: no transcript; pass --text or write it into {sidecar}")
-                transcript = sidecar.read_text(encoding="utf-8").strip()
+                from pipeline.corpora.common import read_text
+
+                transcript = read_text(sidecar, report)[0]  # UTF-8, else Windows-1252 (as the readers)
+            transcript = _clean_text(transcript)  # empty = missing text, as the readers treat it
             records.append(Utterance(corpus="predict", split="test", dialogue_id=dialogue, position=0,
                                      utterance_id=f"{dialogue}_0", speaker=speaker, text=transcript, **fields_))
         else:
@@ -500,13 +527,81 @@ class Prediction:
     utterances: list[dict[str, Any]]
     shared: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)  # what the media decoders printed (kept off the terminal)
+
+    @property
+    def degraded(self) -> list[dict[str, Any]]:
+        return [u for u in self.utterances if u.get("degraded")]
 
     def to_json(self) -> dict[str, Any]:
         from pipeline.report import clean_json
 
         return clean_json({"run_dir": self.run_dir, "method": self.method, "task": self.task,
                            "label_names": self.label_names, "utterances": self.utterances,
-                           "shared_extras": self.shared, "skipped_inputs": self.skipped})
+                           "degraded_rows": len(self.degraded), "shared_extras": self.shared,
+                           "skipped_inputs": self.skipped, "decoder_log": self.log})
+
+
+LOG = logging.getLogger("pipeline.predict")
+
+
+@contextlib.contextmanager
+def decoder_noise_to_log(lines: list[str]):
+    """Send what native decoders write to file descriptor 2 (``moov atom not found``, ...) to ``lines`` and the
+    ``pipeline.predict`` logger instead of the terminal. The reason a file is unusable is said anyway, per row."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    lines.append(line.rstrip())
+                    LOG.info("decoder: %s", line.rstrip())
+
+
+def input_quality(records: Sequence[Utterance], encoders: dict[str, Any],
+                  skipped: dict[str, list[dict[str, str]]]) -> dict[str, dict[str, Any]]:
+    """Per utterance: which modalities the run could not read and why (``missing``: modality -> reason; an
+    empty transcript is missing text, as in the readers), which inputs its encoders cut and by how much
+    (``truncated``: column -> "lost N of M unit"), and ``degraded`` = either."""
+    from pipeline.extract import encoder_inputs
+
+    out: dict[str, dict[str, Any]] = {r.utterance_id: {"missing": {}, "truncated": {}} for r in records}
+    for col, entries in skipped.items():
+        for e in entries:
+            out[e["utterance_id"]]["missing"][col.split(".", 1)[0]] = e["reason"]
+    for item in encoder_inputs(list(records)):
+        q = out[item.utterance_id]
+        for col, enc in encoders.items():
+            if col.split(".", 1)[0] in q["missing"]:
+                continue
+            loss = enc.input_loss(item)
+            if loss:
+                lost, total, unit = loss
+                q["truncated"][col] = {"lost": round(lost, 2), "of": round(total, 2), "unit": unit}
+    for q in out.values():
+        q["degraded"] = bool(q["missing"] or q["truncated"])
+    return out
+
+
+def refuse_unusable(records: Sequence[Utterance], quality: dict[str, dict[str, Any]], modalities: set[str]) -> None:
+    """An utterance of which the run can read none of its ``modalities`` gets no label: predict stops, names it."""
+    bad = []
+    for r in records:
+        q = quality[r.utterance_id]
+        if modalities <= set(q["missing"]):
+            where = r.video_path or r.audio_path or r.utterance_id
+            bad.append(f"{where} ({'; '.join(f'{m}: {why}' for m, why in sorted(q['missing'].items()))})")
+    if bad:
+        raise PredictError(f"no usable modality in {len(bad)} input(s), refusing to guess a label: {' | '.join(bad)}. "
+                           f"Give a readable clip (or audio file) and/or a non-empty transcript")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -527,8 +622,13 @@ def predict_records(run: TrainedRun, records: list[Utterance], report: ReadRepor
     from pipeline.cache import load_cache
 
     data = input_corpus(records, report, run.features)
+    encoders = rebuild_encoders(run.features)
+    decoder_log: list[str] = []
     with tempfile.TemporaryDirectory(prefix="merc-predict-", dir=work_dir) as tmp:
-        ext = extract_inputs(data, run.features, Path(tmp) / "cache")
+        with decoder_noise_to_log(decoder_log):  # libav's "moov atom not found" & co: the log, not the terminal
+            ext = extract_inputs(data, run.features, Path(tmp) / "cache", encoders)
+        quality = input_quality(records, encoders, ext.get("skipped", {}))
+        refuse_unusable(records, quality, {col.split(".", 1)[0] for col in encoders})
         cache = load_cache(Path(tmp) / "cache")
         ds, scored = score_cache(run, cache, "test", unimodal_heads=explain)
         split = cache.dataset["test"]
@@ -541,7 +641,7 @@ def predict_records(run: TrainedRun, records: list[Utterance], report: ReadRepor
         rec = by_id[ids[row]]
         entry: dict[str, Any] = {"utterance_id": rec.utterance_id, "dialogue": rec.dialogue_id,
                                  "position": rec.position, "file": rec.video_path or rec.audio_path,
-                                 "speaker": rec.speaker, "text": rec.text}
+                                 "speaker": rec.speaker, "text": rec.text, **quality[rec.utterance_id]}
         out = scored.outputs[i]
         if regression:
             score = float(np.asarray(out).reshape(-1)[0])
@@ -558,7 +658,7 @@ def predict_records(run: TrainedRun, records: list[Utterance], report: ReadRepor
     skipped = {c: v for c, v in ext.get("skipped", {}).items() if v}
     shared = {k: v.tolist() for k, v in scored.shared.items()} if explain else {}
     return Prediction(run_dir=str(run.run_dir), method=str(run.config["method"]), task=run.task, label_names=labels,
-                      utterances=utterances, shared=shared, skipped=skipped)
+                      utterances=utterances, shared=shared, skipped=skipped, log=decoder_log)
 
 
 def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, text: str | None = None,
@@ -585,14 +685,25 @@ def _summary(value: Any) -> str:
     return f"mean {arr.mean():.3f} (of {arr.size})"
 
 
+def degraded_text(u: dict[str, Any], width: int | None = None) -> str:
+    """One utterance's input problems in words ("" when none): missing modalities with the reason, cut inputs."""
+    parts = [f"no {m}: {_short(why.rsplit(': ', 1)[-1], width) if width else why}"
+             for m, why in sorted(u.get("missing", {}).items())]
+    parts += [f"{col} cut: lost {t['lost']:g} of {t['of']:g} {t['unit']}"
+              for col, t in sorted(u.get("truncated", {}).items())]
+    return "; ".join(parts)
+
+
 def format_table(pred: Prediction, explain: bool = False) -> str:
-    """The printed table: one row per utterance."""
+    """The printed table: one row per utterance; a degraded row says what was missing or cut."""
     regression = pred.task == "regression"
-    head = ["#", "file", "speaker", "text", "label"] + (["score"] if regression else pred.label_names)
+    head = ["#", "file", "speaker", "text", "label"] + (["score"] if regression else pred.label_names) + ["input"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, u in enumerate(pred.utterances):
-        cells = [str(n), Path(u["file"] or "-").name, u["speaker"], _short(u["text"], 40), f"**{u['label']}**"]
+        cells = [str(n), Path(u["file"] or "-").name, u["speaker"], _short(u["text"], 40) or "(empty)",
+                 f"**{u['label']}**" + (" (degraded)" if u.get("degraded") else "")]
         cells += [f"{u['score']:+.3f}"] if regression else [f"{u['probabilities'][c]:.2f}" for c in pred.label_names]
+        cells.append(degraded_text(u, width=40) or "ok")
         lines.append("| " + " | ".join(cells) + " |")
     if explain and pred.utterances:
         keys = list(pred.utterances[0].get("extras", {}))
@@ -606,9 +717,10 @@ def format_table(pred: Prediction, explain: bool = False) -> str:
                 lines.append("| " + " | ".join(cells) + " |")
         for k, v in pred.shared.items():
             lines.append(f"\n{k} (not per utterance): {_summary(v)}")
-    for col, entries in pred.skipped.items():
-        for e in entries[:5]:
-            lines.append(f"\nnote: {col}: {e['reason']} (encoded as missing: zeros, as the cache does)")
+    if pred.degraded:
+        lines.append(f"\n{len(pred.degraded)} of {len(pred.utterances)} row(s) degraded: a missing modality is encoded "
+                     f"as missing (zeros, as the cache does), a cut input lost what the run's encoders do not read; "
+                     f"their labels rest on less evidence (--strict makes this an error)")
     return "\n".join(lines)
 
 
@@ -616,12 +728,17 @@ def write_csv(pred: Prediction, path: str | Path) -> None:
     regression = pred.task == "regression"
     cols = ["utterance_id", "dialogue", "position", "file", "speaker", "text", "label"]
     cols += ["score"] if regression else [f"p_{c}" for c in pred.label_names]
-    with open(path, "w", newline="") as f:
+    cols += ["degraded", "missing", "truncated"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for u in pred.utterances:
             row = [u[c] for c in cols[:7]]
             row += [u["score"]] if regression else [u["probabilities"][c] for c in pred.label_names]
+            row += [int(bool(u.get("degraded"))),
+                    "; ".join(f"{m}: {why}" for m, why in sorted(u.get("missing", {}).items())),
+                    "; ".join(f"{c}: lost {t['lost']:g} of {t['of']:g} {t['unit']}"
+                              for c, t in sorted(u.get("truncated", {}).items()))]
             w.writerow(row)
 
 
@@ -684,14 +801,13 @@ def cli(argv: Sequence[str]) -> int:
     p.add_argument("--explain", nargs="?", const="explain.png", metavar="PNG",
                    help="print the per-modality numbers the model computes and draw them (default explain.png)")
     p.add_argument("--plugin", action="append", default=[], help="module or .py file registering extra methods")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit {EXIT_DEGRADED} when any row is degraded (a modality missing or an input cut), "
+                        f"after writing the outputs")
     a = p.parse_args(list(argv))
     _quiet_libraries()
-    try:
-        pred = predict(a.run_dir, a.inputs, text=a.text, speaker=a.speaker, explain=bool(a.explain),
-                       plugins=a.plugin)
-    except (PredictError, CorpusError, FileNotFoundError) as e:
-        print(f"predict: {e}", file=sys.stderr)
-        return 2
+    pred = predict(a.run_dir, a.inputs, text=a.text, speaker=a.speaker, explain=bool(a.explain),
+                   plugins=a.plugin)  # a bad run dir / input raises a UserError: one line, exit 2 (pipeline/errors.py)
     print(f"{pred.method} run {pred.run_dir}: {len(pred.utterances)} utterance(s)\n")
     print(format_table(pred, explain=bool(a.explain)))
     if a.json:
@@ -705,6 +821,10 @@ def cli(argv: Sequence[str]) -> int:
             print(f"wrote {a.explain}")
         else:
             print(f"({pred.method} exposes no per-modality numbers: no {a.explain})")
+    if a.strict and pred.degraded:
+        print(f"predict: --strict: {len(pred.degraded)} degraded row(s): "
+              + " | ".join(f"{u['utterance_id']}: {degraded_text(u)}" for u in pred.degraded[:5]), file=sys.stderr)
+        return EXIT_DEGRADED
     return 0
 
 

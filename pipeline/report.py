@@ -200,14 +200,36 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
 
 
 def _feature_lines(config: dict[str, Any], cache: Any) -> list[str]:
+    from pipeline.collate import used_features
+
     lines = []
     columns = cache.meta.get("columns", {})
-    for role, col in config.get("features", {}).items():
+    for role, col in used_features(config).items():
         c = columns.get(col, {})
         flag = " **(random weights: not a pretrained feature)**" if c.get("random_weights") else ""
         lines.append(f"- {role}: `{col}` (encoder {c.get('encoder', '?')}, dim {c.get('dim', '?')}, "
                      f"fingerprint {c.get('fingerprint', '?')}){flag}")
     return lines
+
+
+def _truncation_text(config: dict[str, Any], cache: Any) -> str:
+    """What the encoders of the run's columns cut (tokens past max_length, seconds past max_seconds), from the
+    extract report of the cache."""
+    from pipeline.collate import used_features
+    from pipeline.extract import truncation_line
+
+    try:
+        columns = json.loads((Path(cache.path) / "report.json").read_text()).get("columns", {})
+    except (OSError, ValueError):
+        return "unknown (the cache has no report.json)"
+    out = []
+    for col in used_features(config).values():
+        if col not in columns or "truncated" not in columns[col]:
+            return "unknown (re-run `make features` to measure them)"
+        t = columns[col]["truncated"]
+        if t:
+            out.append(truncation_line(col, t))
+    return "; ".join(out) if out else "none"
 
 
 def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache: Any, info: dict[str, Any]) -> str:
@@ -235,9 +257,12 @@ def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache
     if first["task"] == "regression":
         lines.append(f"- {ACC2_NOTE}")
     lines += ["", "## Features", ""] + _feature_lines(config, cache)
-    random = [col for col in config.get("features", {}).values()
+    from pipeline.collate import used_features
+
+    random = [col for col in used_features(config).values()
               if cache.meta.get("columns", {}).get(col, {}).get("random_weights")]
     lines.append(f"\nFeatures from random weights: {', '.join(random) if random else 'none'}.")
+    lines.append(f"\nTruncated inputs (cache report.json): {_truncation_text(config, cache)}")
     std = "mean ± sample std over seeds" if len(results) > 1 else "one seed"
     lines += ["", f"## Metrics ({std})", "", metrics_table(results), "", "## Per-stage best dev", ""]
     for r in results:
@@ -264,15 +289,17 @@ def run_features(config: dict[str, Any], cache: Any, *, input_dims: dict[str, in
     meta so the run dir stands alone."""
     meta = cache.meta
     columns = meta.get("columns", {})
+    from pipeline.collate import used_features
+
     used = {}
-    for col in config.get("features", {}).values():
+    for col in used_features(config).values():
         c = columns.get(col, {})
         used[col] = {k: c.get(k) for k in COLUMN_KEYS}
     profiles = sorted({str(c["profile"]) for c in used.values() if c.get("profile")})
     return {"format": FEATURES_FORMAT, "corpus": meta.get("corpus"), "task": cache.task,
             "label_set": config.get("label_set", "primary"), "label_sets": meta.get("label_sets", {}),
             "modalities": meta.get("modalities", []), "profile": profiles[0] if len(profiles) == 1 else profiles,
-            "features": dict(config.get("features", {})), "columns": used,
+            "features": used_features(config), "columns": used,
             "input_dims": dict(input_dims) if input_dims is not None else None, "num_classes": num_classes,
             "cache": str(cache.path), "cache_fingerprint": cache.fingerprint()}
 

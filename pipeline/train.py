@@ -557,7 +557,10 @@ def launch(args: argparse.Namespace, argv: Sequence[str], *, new_run: NewRun, ru
             raise ConfigError("--resume keeps the run's config and seeds; drop --set / --seeds")
         run_dir = Path(args.resume)
         if not (run_dir / "run.json").exists():
-            raise FileNotFoundError(f"{run_dir / 'run.json'} not found: {run_dir} is not a run dir")
+            from pipeline.errors import MissingFile
+
+            raise MissingFile(f"{run_dir / 'run.json'} not found: {run_dir} is not a run dir; give --resume the "
+                              f"folder of an interrupted run (runs/<name>)")
         info = json.loads((run_dir / "run.json").read_text())
         if info.get("kind", "train") != command:
             raise ConfigError(f"{run_dir} is a {info.get('kind', 'train')} run; resume it with "

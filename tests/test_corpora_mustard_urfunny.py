@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import csv
 import json
+import re
 import os
 import pickle
 from collections import Counter
@@ -205,9 +206,18 @@ def test_mustard_bad_entries(tmp_path: Path) -> None:
         read_corpus("mustard", tmp_path)
 
     def fails(entries: dict[str, Any], message: str) -> None:
+        """A bad entry is a recorded skip naming file:line (the other entries are read); --strict stops."""
         root = write_mustard(tmp_path / str(len(list(tmp_path.iterdir()))), entries)
-        with pytest.raises(CorpusError, match=message):
-            read_corpus("mustard", root)
+        if not entries:
+            with pytest.raises(CorpusError, match=message):
+                read_corpus("mustard", root)
+            return
+        data = read_corpus("mustard", root)
+        skips = [str(e) for e in data.report.of("skip")]
+        assert any(re.search(message, s) for s in skips), skips
+        assert "2_19" not in {r.utterance_id for r in data.records} and data.records
+        with pytest.raises(CorpusError, match="--strict"):
+            data.report.strict_check()
 
     base = default_mustard()
     line = json.dumps(base, indent=2).splitlines().index('  "2_19": {') + 1
@@ -311,8 +321,15 @@ def test_urfunny_bad_input(tmp_path: Path) -> None:
          r"\[id 12\]: a sentence is a int"),
         ({"folds": {**folds, "dev": [None]}}, r"data_folds\.pkl \[fold 'dev'\]: bad id None"),
     ]
+    entry_level = {0, 1, 7, 8}  # one bad entry: a recorded skip, the rest is read; the others stop the read
     for i, (change, message) in enumerate(cases):
         root = write_urfunny(tmp_path / str(i), change.get("folds"), change.get("language"), change.get("labels"))
+        if i in entry_level:
+            data = read_corpus("urfunny", root)
+            skips = [str(e) for e in data.report.of("skip")]
+            assert any(re.search(message, s) for s in skips), skips
+            assert data.records and "12" not in {r.utterance_id.split("_")[0] for r in data.records}
+            continue
         with pytest.raises(CorpusError, match=message):
             read_corpus("urfunny", root)
     root = write_urfunny(tmp_path / "missing")

@@ -178,7 +178,8 @@ class _RunsCode:
 
 
 def test_pickled_weights_are_refused(runs, tmp_path, test_rows, capsys):
-    from pipeline.predict import WeightsError, cli, load_run
+    from pipeline.__main__ import main
+    from pipeline.predict import WeightsError, load_run
 
     run = _standalone_copy(runs["telme"], tmp_path / "run")
     saved = json.loads((run / "metrics.json").read_text())
@@ -188,8 +189,12 @@ def test_pickled_weights_are_refused(runs, tmp_path, test_rows, capsys):
         load_run(run)
     clip = tmp_path / "clip.mp4"
     shutil.copy2(test_rows[0]["video_path"], clip)
-    assert cli([str(run), str(clip), "--text", "hello"]) == 2
+    assert main(["predict", str(run), str(clip), "--text", "hello"]) == 2
     assert "not a safetensors file" in capsys.readouterr().err
+    # evaluate refuses the same pickle with one line (it used to end in a SafetensorError traceback)
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "not a safetensors file" in err and "Traceback" not in err
     assert not marker.exists()
     # a run dir pointing its weights at a pickle by name, or outside itself, is refused the same way
     for name, message in (("evil.pt", "only from .safetensors"), ("../outside.safetensors", "inside the run dir")):
@@ -236,3 +241,94 @@ def test_bad_inputs_name_the_file(tmp_path):
         read_inputs([tmp_path / "e.csv"])
     records, _ = read_inputs([clip], text="hello", speaker="Ann")
     assert (records[0].text, records[0].speaker, records[0].video_path) == ("hello", "Ann", str(clip))
+
+
+# ------------------------------------------------------------------------- honest inputs (issue 14)
+def test_sidecars_and_csvs_decode_and_repair_as_the_readers(tmp_path):
+    """cp1252 and mojibake transcripts (sidecar .txt, dialogue CSV) give predict the text the MELD reader gives."""
+    from pipeline.corpora.meld import MeldReader
+    from pipeline.predict import read_inputs
+    from test_corpora import default_meld_rows, meld_row, write_meld
+
+    said = ["It\u2019s \u201cfine\u201d \u2013 really\u2026", "Caf\u00e9 au lait, s\u2019il vous pla\u00eet"]
+    encodings = {"cp1252": lambda t: t.encode("cp1252"),
+                 "mojibake": lambda t: t.encode("utf-8").decode("cp1252", "replace").encode("utf-8")}
+    for name, encode in encodings.items():
+        rows = default_meld_rows()
+        rows["test"] = [meld_row(1, 0, 0, said[0], "Ross"), meld_row(1, 1, 1, said[1], "Rachel")]
+        from test_corpora import MELD_HEADER, csv_text
+
+        root = write_meld(tmp_path / name / "meld", rows,
+                          csv_bytes={"test": encode(csv_text(MELD_HEADER, rows["test"]))})
+        by_reader = [r.text for r in MeldReader().read(root).split("test")]
+        clip = tmp_path / name / "a.mp4"
+        clip.write_bytes(b"")
+        clip.with_suffix(".txt").write_bytes(encode(said[0] + "\n"))
+        (tmp_path / name / "b.mp4").write_bytes(b"")
+        (tmp_path / name / "d.csv").write_bytes(encode(f"file,speaker,text\na.mp4,Ross,\"{said[0]}\"\n"
+                                                       f"b.mp4,Rachel,\"{said[1]}\"\n"))
+        sidecar, report = read_inputs([clip])
+        dialogue, _ = read_inputs([tmp_path / name / "d.csv"])
+        assert by_reader == ["It's \"fine\" - really...", "Café au lait, s'il vous plaît"], name
+        assert [sidecar[0].text] == by_reader[:1] and [r.text for r in dialogue] == by_reader, name
+        if name == "cp1252":
+            assert any("Windows-1252" in e.reason for e in report.of("fix"))
+
+
+def _broken_clips(tmp_path: Path, good: str) -> dict[str, Path]:
+    clips = {"empty": tmp_path / "empty.mp4", "cut": tmp_path / "cut.mp4", "text": tmp_path / "notes.mp4",
+             "good": tmp_path / "good.mp4"}
+    clips["empty"].write_bytes(b"")
+    clips["cut"].write_bytes(Path(good).read_bytes()[:2000])  # header box only: "moov atom not found"
+    clips["text"].write_text("this is not a video\n")
+    shutil.copy2(good, clips["good"])
+    return clips
+
+
+def test_degraded_rows_are_marked_everywhere(runs, test_rows, tmp_path, capfd):
+    from pipeline.__main__ import main
+
+    clips = _broken_clips(tmp_path, test_rows[0]["video_path"])
+    long_text = " ".join(["word"] * 400)
+    csv_path = tmp_path / "dialogue.csv"
+    csv_path.write_text("file,speaker,text\n"
+                        f"empty.mp4,Ann,hello there\ncut.mp4,Bob,what happened\nnotes.mp4,Ann,\"{long_text}\"\n"
+                        f"good.mp4,Bob,\ngood.mp4,Ann,all good\n")
+    out_json, out_csv = tmp_path / "p.json", tmp_path / "p.csv"
+    code = main(["predict", str(runs["telme"]), str(csv_path), "--json", str(out_json), "--csv", str(out_csv)])
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    assert "moov atom" not in captured.err and "moov atom" not in captured.out  # decoder noise: the log only
+    got = json.loads(out_json.read_text())
+    u = got["utterances"]
+    assert [x["degraded"] for x in u] == [True, True, True, True, False] and got["degraded_rows"] == 4
+    assert set(u[0]["missing"]) == {"audio", "video"} and "empty file" in u[0]["missing"]["audio"]
+    assert set(u[1]["missing"]) == {"audio", "video"} and set(u[2]["missing"]) == {"audio", "video"}
+    assert set(u[3]["missing"]) == {"text"} and "empty transcript" in u[3]["missing"]["text"]
+    ((col, cut),) = u[2]["truncated"].items()  # TelME's text column (the context encoder)
+    max_length = json.loads((runs["telme"] / "features.json").read_text())["columns"][col]["settings"]["max_length"]
+    assert col.startswith("text.") and cut["unit"] == "tokens" and cut["lost"] > 0
+    assert cut["of"] == cut["lost"] + max_length and cut["of"] > 400
+    assert u[4]["missing"] == {} and u[4]["truncated"] == {}
+    with out_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["degraded"] for r in rows] == ["1", "1", "1", "1", "0"]
+    assert "empty file" in rows[0]["missing"] and f"{col}: lost" in rows[2]["truncated"]
+    assert "4 of 5 row(s) degraded" in captured.out and "(degraded)" in captured.out
+    assert "no text: " in captured.out and f"{col} cut: lost" in captured.out
+    # --strict: the same outputs, then a non-zero exit naming the rows
+    assert main(["predict", str(runs["telme"]), str(csv_path), "--strict"]) == 3
+    assert "4 degraded row(s)" in capfd.readouterr().err
+
+
+def test_no_usable_modality_is_refused(runs, test_rows, tmp_path, capfd):
+    from pipeline.__main__ import main
+
+    clips = _broken_clips(tmp_path, test_rows[0]["video_path"])
+    for clip, text in ((clips["empty"], ""), (clips["cut"], "   "), (clips["text"], "")):
+        code = main(["predict", str(runs["telme"]), str(clip), "--text", text])
+        err = capfd.readouterr().err
+        assert code == 2 and "Traceback" not in err and "no usable modality" in err and clip.name in err
+    # a real clip with an empty transcript is not refused: text is missing, audio and video are read
+    assert main(["predict", str(runs["telme"]), str(clips["good"]), "--text", ""]) == 0
+    assert "no text: " in capfd.readouterr().out

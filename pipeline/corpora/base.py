@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipeline.errors import UserValueError
 from pipeline.registry import Registry
 
 MODALITIES = ("text", "audio", "video")
 
 
-class CorpusError(ValueError):
+class CorpusError(UserValueError):
     """A clear stop: bad input that cannot be skipped. The message names the file (and line)."""
 
 
@@ -83,6 +84,15 @@ class ReadReport:
     def of(self, action: str) -> list[ReportEntry]:
         return [e for e in self.entries if e.action == action]
 
+    def strict_check(self) -> None:
+        """``--strict``: any skip stops the run. Raises ``CorpusError`` after the caller has listed them
+        (``summary()`` shows every entry with its file:line)."""
+        skips = self.of("skip")
+        if skips:
+            raise CorpusError(f"--strict: {len(skips)} skip(s) reading {self.corpus} at {self.root} (each listed "
+                              f"above with its file:line); fix them, or run without --strict to go on without "
+                              f"those rows")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
@@ -93,9 +103,11 @@ class ReadReport:
             by[e.action] = by.get(e.action, 0) + 1
         if by:
             lines.append("  " + ", ".join(f"{n} {a}" for a, n in sorted(by.items())))
-        lines += [f"  {e}" for e in self.entries[:50]]
-        if len(self.entries) > 50:
-            lines.append(f"  ... {len(self.entries) - 50} more (see the JSON report)")
+        shown = self.entries[:50]
+        shown += [e for e in self.entries[50:] if e.action == "skip"][:200]  # skips first: --strict lists them
+        lines += [f"  {e}" for e in shown]
+        if len(self.entries) > len(shown):
+            lines.append(f"  ... {len(self.entries) - len(shown)} more (see the JSON report)")
         return "\n".join(lines)
 
 

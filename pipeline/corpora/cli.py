@@ -14,16 +14,19 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default="demo-meld", help="corpus name from configs/corpora.yaml")
     p.add_argument("--root", default=None, help="corpus root (default: the catalog's)")
     p.add_argument("--report", default=None, help="also write the report as JSON here")
+    p.add_argument("--strict", action="store_true", help="stop (exit 2) when any row, line or file was skipped")
     a = p.parse_args(argv)
     entry = corpus_entry(a.corpus, a.root)
     data = read_corpus(entry.reader, entry.root, **entry.options)
     print(data.report.summary())
+    if a.report:
+        Path(a.report).write_text(data.report.to_json())
+    if a.strict:
+        data.report.strict_check()
     names = data.label_sets["primary"]
     for split in data.splits():
         recs = data.split(split)
         counts = Counter(names[r.label] for r in recs if r.label is not None and r.label >= 0)
         print(f"{split:<6} {len(recs):>6} utterances, {len({r.dialogue_id for r in recs}):>5} dialogues  "
               + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    if a.report:
-        Path(a.report).write_text(data.report.to_json())
     return 0

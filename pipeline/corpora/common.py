@@ -2,8 +2,8 @@
 
 * ``read_text`` / ``read_csv``: decode a file robustly (UTF-8, else Windows-1252, else a
   ``CorpusError``), repair mojibake, keep the line number of every CSV row for error messages.
-* ``repair_text``: undo double-encoded UTF-8 (``Iâ€™m`` -> ``I'm``), stray C1 control characters
-  (``\\x92`` -> ``'``) and turn typographic quotes / dashes / ellipses into plain ASCII.
+* ``repair_text``: undo mojibake with ``ftfy`` (``Iâ€™m`` -> ``I'm``, ``\\x92`` -> ``'``) and turn typographic
+  quotes / dashes / ellipses into plain ASCII.
 * ``load_known_issues``: the per-corpus YAML lists in ``pipeline/corpora/known_issues/``.
 * ``media_problem``: a cheap header check of an mp4 / wav / avi file (the readers never decode media).
 * ``cap_span``: the duration cap.
@@ -28,28 +28,13 @@ SPLIT_ORDER = ("train", "dev", "test")
 # --------------------------------------------------------------------------- decoding and repair
 
 
-def _cp1252_char(byte: int) -> str:
-    """The character Windows-1252 gives a byte; the bytes it leaves undefined map to the C1 control
-    of the same value (that is what lenient decoders such as latin-1 produce)."""
-    try:
-        return bytes([byte]).decode("cp1252")
-    except UnicodeDecodeError:
-        return chr(byte)
-
-
-# Every character a UTF-8 continuation byte (0x80-0xBF) can turn into when UTF-8 bytes are wrongly
-# read as Windows-1252 or latin-1, mapped back to the byte.
-_CHAR_TO_BYTE: dict[str, int] = {}
-for _b in range(0x80, 0x100):
-    _CHAR_TO_BYTE.setdefault(_cp1252_char(_b), _b)
-    _CHAR_TO_BYTE.setdefault(chr(_b), _b)
-_CONT = "".join(re.escape(c) for c, b in _CHAR_TO_BYTE.items() if 0x80 <= b <= 0xBF)
-# A lead byte (as the latin-1 character of the same value) followed by exactly the number of
-# continuation bytes it announces: 2-, 3- and 4-byte UTF-8 sequences.
-_DOUBLE_ENCODED = re.compile(
-    rf"[\u00c2-\u00df][{_CONT}]|[\u00e0-\u00ef][{_CONT}]{{2}}|[\u00f0-\u00f4][{_CONT}]{{3}}"
-)
-_C1 = re.compile("[\u0080-\u009f]")
+# Mojibake repair is ftfy's job (pinned in pyproject.toml); this module only fixes its settings and adds two
+# normalisations of its own: typographic punctuation to ASCII, and the one lossy sequence ftfy cannot undo.
+_FTFY_CONFIG = None
+# "\u201d" (closing double quote) is UTF-8 E2 80 9D; 0x9D is undefined in Windows-1252, so a cp1252 round trip
+# leaves "\u00e2\u20ac" + U+FFFD. Of the code points E2 80 xx with xx undefined in cp1252 (81, 8D, 8F, 90, 9D)
+# only 9D is punctuation seen in transcripts, so that one sequence is read as the closing quote before ftfy runs.
+_LOST_CLOSING_QUOTE = re.compile("\u00e2\u20ac\ufffd")
 _TO_ASCII = {
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
@@ -57,42 +42,37 @@ _TO_ASCII = {
     "\u2026": "...", "\u00a0": " ", "\u200b": "",
 }
 _TO_ASCII_RE = re.compile("|".join(re.escape(k) for k in _TO_ASCII))
-# A stray "Â" left before a space (or at the end) is what remains of a mangled no-break space.
-_STRAY_A_CIRC = re.compile("\u00c2(?=\\s|$)")
 
 
-def _undo_one(match: re.Match[str]) -> str:
-    raw = bytes(_CHAR_TO_BYTE[c] for c in match.group(0))
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return match.group(0)
+def _ftfy_config():
+    global _FTFY_CONFIG
+    if _FTFY_CONFIG is None:
+        import ftfy
 
-
-def _c1_to_char(match: re.Match[str]) -> str:
-    char = _cp1252_char(ord(match.group(0)))
-    return "" if char == match.group(0) else char  # bytes Windows-1252 leaves undefined are dropped
+        # explicit settings: a newer ftfy default must not change the cache's text silently
+        _FTFY_CONFIG = ftfy.TextFixerConfig(unescape_html=False, remove_terminal_escapes=True, fix_encoding=True,
+                                            restore_byte_a0=True, replace_lossy_sequences=True,
+                                            decode_inconsistent_utf8=True, fix_c1_controls=True,
+                                            fix_latin_ligatures=True, fix_character_width=True, uncurl_quotes=True,
+                                            fix_line_breaks=True, fix_surrogates=True, remove_control_chars=True,
+                                            normalization="NFC", explain=False)
+    return _FTFY_CONFIG
 
 
 def repair_text(text: str) -> str:
-    """Repair encoding damage in one text field and return plain-ASCII punctuation.
+    """Repair encoding damage in one text field and return plain-ASCII punctuation. The one repair
+    function of the toolkit: the corpus readers and ``predict`` (sidecar ``.txt``, dialogue CSV) use it.
 
-    1. double-encoded UTF-8 (``â€™``, ``â\\x80\\x99``, ``Ã©``) is decoded back (``’``, ``é``);
-    2. remaining C1 control characters are Windows-1252 bytes read as latin-1 (``\\x92`` -> ``’``);
-    3. typographic quotes, dashes, ellipsis and no-break spaces become ASCII (``’`` -> ``'``);
-    4. a stray ``Â`` before whitespace is dropped.
+    1. mojibake (double-encoded UTF-8 such as ``Iâ€™m``, ``CafÃ©``, C1 controls such as ``\\x92``) is
+       undone by ``ftfy`` (``fix_text`` with the settings above); ``â€`` + U+FFFD is the closing quote;
+    2. typographic quotes, dashes, ellipsis and no-break spaces become ASCII (``’`` -> ``'``).
     Real accented letters (``café``) are left alone.
     """
-    out = text
-    for _ in range(2):  # text that was double-encoded twice needs two passes
-        fixed = _DOUBLE_ENCODED.sub(_undo_one, out)
-        if fixed == out:
-            break
-        out = fixed
-    out = _C1.sub(_c1_to_char, out)
-    out = _TO_ASCII_RE.sub(lambda m: _TO_ASCII[m.group(0)], out)
-    out = _STRAY_A_CIRC.sub("", out)
-    return out
+    import ftfy
+
+    out = _LOST_CLOSING_QUOTE.sub("\u201d", text)
+    out = ftfy.fix_text(out, _ftfy_config())
+    return _TO_ASCII_RE.sub(lambda m: _TO_ASCII[m.group(0)], out)
 
 
 def read_text(path: Path, report: ReadReport | None = None) -> tuple[str, str]:
@@ -149,8 +129,8 @@ def read_csv(path: Path, required: Sequence[str], report: ReadReport,
              repair_columns: Iterable[str] = ()) -> CsvTable:
     """Read a CSV with a header row.
 
-    Raises ``CorpusError`` for a missing file, an undecodable file, a missing required column
-    (naming it) or a row with fewer fields than the header (naming the line). Fields in
+    Raises ``CorpusError`` for a missing file, an undecodable file or a missing required column
+    (naming it); a row with fewer fields than the header is a "skip" naming the line. Fields in
     ``repair_columns`` go through ``repair_text``; the number of rows that changed is reported
     once per file as a "fix". Blank lines are ignored.
     """
@@ -183,8 +163,9 @@ def read_csv(path: Path, required: Sequence[str], report: ReadReport,
         next_line = reader.line_num + 1
         if not fields or all(not f.strip() for f in fields):
             continue
-        if len(fields) < len(header):
-            raise CorpusError(f"{path}:{line}: expected {len(header)} fields, found {len(fields)}")
+        if len(fields) < len(header):  # a bad row is recorded and skipped; the other rows are read
+            report.add("skip", path, f"expected {len(header)} fields, found {len(fields)}: row skipped", line=line)
+            continue
         values = dict(zip(header, fields))
         changed = False
         for col in repair:
@@ -336,6 +317,18 @@ def present_modalities(records: Sequence[Utterance]) -> tuple[str, ...]:
     if any(r.video_path for r in records):
         mods.append("video")
     return tuple(mods)
+
+
+def skip_bad_row(report: ReadReport, path: str | Path, line: int | None, error: CorpusError,
+                 what: str = "row") -> None:
+    """Record a bad row (unknown label, bad field, bad span, duplicate) as a "skip" with its file:line and go
+    on: every problem of a corpus is listed in one read (``--strict`` then stops on them)."""
+    message = str(error)
+    for prefix in (f"{path}:{line}: ", f"{path}: "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+            break
+    report.add("skip", path, f"{message}: {what} skipped", line=line)
 
 
 def require_root(root: str | Path) -> Path:

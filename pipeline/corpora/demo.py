@@ -1068,6 +1068,8 @@ def cli(argv: list[str] | None = None) -> int:
                         help="share of each cue mode (default all=0.4,text=0.2,audio=0.2,video=0.2)")
     parser.add_argument("--noise", type=float, default=1.0, help="scale of all jitter and noise (default 1)")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: is a file; give a folder (it is created if missing)")
     layouts = LAYOUTS.names() if args.layout == "all" else [args.layout]
     sizes = dict(args.dialogues)
     known = {k for layout in layouts for k in LAYOUTS.get(layout).default_dialogues}

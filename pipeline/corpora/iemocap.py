@@ -49,6 +49,7 @@ from pipeline.corpora.common import (
     repair_text,
     report_known_issue,
     require_root,
+    skip_bad_row,
     split_counts,
 )
 
@@ -77,6 +78,31 @@ class _Turn:
     line: int
 
 
+def _parse_evaluation_line(path: Path, n: int, raw: str, line: str, seen: dict[str, int]) -> _Turn:
+    """One turn line of an EmoEvaluation file; ``CorpusError`` naming file:line for a bad one."""
+    m = _EVAL_LINE.match(line)
+    if not m:
+        raise CorpusError(f"{path}:{n}: unrecognised line {raw!r} "
+                          f"(expected '[start - end]<TAB>turn id<TAB>code<TAB>[v, a, d]')")
+    start_s, end_s, turn_id, code = m.groups()
+    if not TURN_ID.match(turn_id):
+        raise CorpusError(f"{path}:{n}: bad turn id {turn_id!r}")
+    if turn_id.rsplit("_", 1)[0] != path.stem:
+        raise CorpusError(f"{path}:{n}: turn {turn_id!r} does not belong to dialog {path.stem!r}")
+    if code not in CODES:
+        raise CorpusError(f"{path}:{n}: unknown emotion code {code!r}; expected one of {', '.join(CODES)}")
+    if turn_id in seen:
+        raise CorpusError(f"{path}:{n}: duplicate turn id {turn_id!r} (first on line {seen[turn_id]})")
+    seen[turn_id] = n
+    try:
+        start, end = float(start_s), float(end_s)
+    except ValueError:
+        raise CorpusError(f"{path}:{n}: bad time span [{start_s} - {end_s}]") from None
+    if end < start:
+        raise CorpusError(f"{path}:{n}: span ends before it starts [{start_s} - {end_s}]")
+    return _Turn(turn_id, start, end, code, n)
+
+
 def _parse_evaluation(path: Path, report: ReadReport) -> list[_Turn]:
     """Turns of one EmoEvaluation file; other lines (``%``, ``C-``, ``A-``, blank) are ignored."""
     text, _ = read_text(path, report)
@@ -86,27 +112,10 @@ def _parse_evaluation(path: Path, report: ReadReport) -> list[_Turn]:
         line = raw.strip()
         if not line or line.startswith(_IGNORED_PREFIXES):
             continue
-        m = _EVAL_LINE.match(line)
-        if not m:
-            raise CorpusError(f"{path}:{n}: unrecognised line {raw!r} "
-                              f"(expected '[start - end]<TAB>turn id<TAB>code<TAB>[v, a, d]')")
-        start_s, end_s, turn_id, code = m.groups()
-        if not TURN_ID.match(turn_id):
-            raise CorpusError(f"{path}:{n}: bad turn id {turn_id!r}")
-        if turn_id.rsplit("_", 1)[0] != path.stem:
-            raise CorpusError(f"{path}:{n}: turn {turn_id!r} does not belong to dialog {path.stem!r}")
-        if code not in CODES:
-            raise CorpusError(f"{path}:{n}: unknown emotion code {code!r}; expected one of {', '.join(CODES)}")
-        if turn_id in seen:
-            raise CorpusError(f"{path}:{n}: duplicate turn id {turn_id!r} (first on line {seen[turn_id]})")
-        seen[turn_id] = n
         try:
-            start, end = float(start_s), float(end_s)
-        except ValueError:
-            raise CorpusError(f"{path}:{n}: bad time span [{start_s} - {end_s}]") from None
-        if end < start:
-            raise CorpusError(f"{path}:{n}: span ends before it starts [{start_s} - {end_s}]")
-        turns.append(_Turn(turn_id, start, end, code, n))
+            turns.append(_parse_evaluation_line(path, n, raw, line, seen))
+        except CorpusError as e:  # a bad line is recorded as a skip; the rest of the corpus is read
+            skip_bad_row(report, path, n, e, what="line")
     return turns
 
 
@@ -124,10 +133,13 @@ def _parse_transcription(path: Path, report: ReadReport) -> dict[str, tuple[str,
             continue  # e.g. "M: breathing"
         m = _TRANS_LINE.match(line)
         if not m:
-            raise CorpusError(f"{path}:{n}: unrecognised transcription line {raw!r} "
-                              f"(expected 'turn id [start-end]: text')")
+            skip_bad_row(report, path, n, CorpusError(f"unrecognised transcription line {raw!r} "
+                                                      f"(expected 'turn id [start-end]: text')"), what="line")
+            continue
         if first in out:
-            raise CorpusError(f"{path}:{n}: duplicate turn id {first!r} (first on line {out[first][1]})")
+            skip_bad_row(report, path, n, CorpusError(f"duplicate turn id {first!r} (first on line "
+                                                      f"{out[first][1]})"), what="line")
+            continue
         utterance = m.group(4)
         fixed = repair_text(utterance)
         repaired += fixed != utterance

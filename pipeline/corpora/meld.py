@@ -41,6 +41,7 @@ from pipeline.corpora.common import (
     read_csv,
     report_known_issue,
     require_root,
+    skip_bad_row,
     split_counts,
 )
 
@@ -146,27 +147,15 @@ class MeldReader(CorpusReader):
         seen: dict[tuple[int, int], int] = {}
         dialogues: dict[int, list[tuple[int, Utterance]]] = defaultdict(list)
         for row in table.rows:
-            where = f"{csv_path}:{row.line}"
-            dia = _int_field(row, "Dialogue_ID", where)
-            utt = _int_field(row, "Utterance_ID", where)
-            if (dia, utt) in seen:
-                raise CorpusError(f"{where}: duplicate utterance Dialogue_ID={dia} Utterance_ID={utt} "
-                                  f"(first on line {seen[(dia, utt)]})")
-            seen[(dia, utt)] = row.line
-            key = f"dia{dia}_utt{utt}"
-            uid = f"{split}_{key}"
-            emotion = row["Emotion"].strip().lower()
-            if emotion not in EMOTIONS:
-                raise CorpusError(f"{where}: unknown emotion {row['Emotion']!r}; expected one of {', '.join(EMOTIONS)}")
-            sentiment = row["Sentiment"].strip().lower()
-            if sentiment not in SENTIMENTS:
-                raise CorpusError(f"{where}: unknown sentiment {row['Sentiment']!r}; "
-                                  f"expected one of {', '.join(SENTIMENTS)}")
-            text = " ".join(row["Utterance"].split())
+            try:
+                parsed = self._parse_row(row, csv_path, split, seen)
+            except CorpusError as e:  # one bad row is that row's problem: recorded, the read goes on
+                skip_bad_row(report, csv_path, row.line, e)
+                continue
+            dia, utt, key, uid, emotion, sentiment, text, duration = parsed
             if not text:
                 report.add("skip", csv_path, "empty transcript: row skipped", line=row.line, utterance_id=uid)
                 continue
-            duration = parse_time(row["EndTime"], where) - parse_time(row["StartTime"], where)
 
             clip: Path | None = None
             issue = by_id.get(key)
@@ -219,6 +208,29 @@ class MeldReader(CorpusReader):
                 report.add("info", csv_path, "dialogue has a single utterance (kept)",
                            utterance_id=turns[0][1].utterance_id)
         return records
+
+    @staticmethod
+    def _parse_row(row: CsvRow, csv_path: Path, split: str, seen: dict[tuple[int, int], int]
+                   ) -> tuple[int, int, str, str, str, str, str, float]:
+        """The fields of one CSV row; ``CorpusError`` (naming file:line) for a bad one."""
+        where = f"{csv_path}:{row.line}"
+        dia = _int_field(row, "Dialogue_ID", where)
+        utt = _int_field(row, "Utterance_ID", where)
+        if (dia, utt) in seen:
+            raise CorpusError(f"{where}: duplicate utterance Dialogue_ID={dia} Utterance_ID={utt} "
+                              f"(first on line {seen[(dia, utt)]})")
+        seen[(dia, utt)] = row.line  # its clip is this row's, even when a later field is bad
+        emotion = row["Emotion"].strip().lower()
+        if emotion not in EMOTIONS:
+            raise CorpusError(f"{where}: unknown emotion {row['Emotion']!r}; expected one of {', '.join(EMOTIONS)}")
+        sentiment = row["Sentiment"].strip().lower()
+        if sentiment not in SENTIMENTS:
+            raise CorpusError(f"{where}: unknown sentiment {row['Sentiment']!r}; "
+                              f"expected one of {', '.join(SENTIMENTS)}")
+        text = " ".join(row["Utterance"].split())
+        duration = parse_time(row["EndTime"], where) - parse_time(row["StartTime"], where)
+        key = f"dia{dia}_utt{utt}"
+        return dia, utt, key, f"{split}_{key}", emotion, sentiment, text, duration
 
     @staticmethod
     def _report_orphan_clips(clip_dir: Path, split: str, rows: dict[tuple[int, int], int],

@@ -30,6 +30,7 @@ from pipeline.corpora.base import (
     check_unique_ids,
 )
 from pipeline.corpora.common import (
+    CsvRow,
     load_known_issues,
     media_problem,
     numeric_key,
@@ -37,6 +38,7 @@ from pipeline.corpora.common import (
     read_csv,
     report_known_issue,
     require_root,
+    skip_bad_row,
     split_counts,
 )
 
@@ -69,6 +71,32 @@ class MosiReader(CorpusReader):
         self.require_media = require_media
         self.known_issues = known_issues
 
+    @staticmethod
+    def _parse_row(row: CsvRow, csv_path: Path, seen: dict[str, int]) -> tuple[str, str, float, str]:
+        """(utterance id, split, score, annotation) of one label.csv row; ``CorpusError`` for a bad one."""
+        where = f"{csv_path}:{row.line}"
+        video, clip_id = row["video_id"].strip(), row["clip_id"].strip()
+        if not video or not clip_id:
+            raise CorpusError(f"{where}: empty video_id or clip_id")
+        uid = f"{video}_{clip_id}"
+        if uid in seen:
+            raise CorpusError(f"{where}: duplicate clip {uid!r} (first on line {seen[uid]})")
+        seen[uid] = row.line
+        mode = row["mode"].strip().lower()
+        if mode not in MODES:
+            raise CorpusError(f"{where}: unknown mode {row['mode']!r}; expected train, valid or test")
+        try:
+            score = float(row["label"])
+        except ValueError:
+            raise CorpusError(f"{where}: label {row['label']!r} is not a number") from None
+        if not math.isfinite(score):
+            raise CorpusError(f"{where}: label {row['label']!r} is not finite")
+        annotation = row["annotation"].strip().lower()
+        if annotation not in SENTIMENT:
+            raise CorpusError(f"{where}: unknown annotation {row['annotation']!r}; "
+                              f"expected Negative, Neutral or Positive")
+        return uid, MODES[mode], score, annotation
+
     def read(self, root: str | Path) -> CorpusData:
         root_path = require_root(root)
         report = ReadReport(corpus=self.name, root=str(root_path))
@@ -84,28 +112,12 @@ class MosiReader(CorpusReader):
         videos: dict[tuple[str, str], list[tuple[str, Utterance]]] = defaultdict(list)
         splits_of_video: dict[str, set[str]] = defaultdict(set)
         for row in table.rows:
-            where = f"{csv_path}:{row.line}"
-            video, clip_id = row["video_id"].strip(), row["clip_id"].strip()
-            if not video or not clip_id:
-                raise CorpusError(f"{where}: empty video_id or clip_id")
-            uid = f"{video}_{clip_id}"
-            if uid in seen:
-                raise CorpusError(f"{where}: duplicate clip {uid!r} (first on line {seen[uid]})")
-            seen[uid] = row.line
-            mode = row["mode"].strip().lower()
-            if mode not in MODES:
-                raise CorpusError(f"{where}: unknown mode {row['mode']!r}; expected train, valid or test")
-            split = MODES[mode]
             try:
-                score = float(row["label"])
-            except ValueError:
-                raise CorpusError(f"{where}: label {row['label']!r} is not a number") from None
-            if not math.isfinite(score):
-                raise CorpusError(f"{where}: label {row['label']!r} is not finite")
-            annotation = row["annotation"].strip().lower()
-            if annotation not in SENTIMENT:
-                raise CorpusError(f"{where}: unknown annotation {row['annotation']!r}; "
-                                  f"expected Negative, Neutral or Positive")
+                uid, split, score, annotation = self._parse_row(row, csv_path, seen)
+            except CorpusError as e:  # one bad row is recorded as a skip; the rest is read
+                skip_bad_row(report, csv_path, row.line, e)
+                continue
+            video, clip_id = row["video_id"].strip(), row["clip_id"].strip()
             text = " ".join(row["text"].split())
             if not text:
                 report.add("skip", csv_path, "empty transcript: row skipped", line=row.line, utterance_id=uid)

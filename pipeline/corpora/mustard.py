@@ -55,6 +55,7 @@ from pipeline.corpora.common import (
     present_modalities,
     repair_text,
     require_root,
+    skip_bad_row,
     split_counts,
 )
 from pipeline.registry import Registry
@@ -340,7 +341,11 @@ class MustardReader(CorpusReader):
         targets: list[Target] = []
         repaired = 0
         for entry in entries:
-            target, fixed = self._parse(entry, json_path, report)
+            try:
+                target, fixed = self._parse(entry, json_path, report)
+            except CorpusError as e:  # one bad entry is recorded as a skip (file:line); the rest is read
+                skip_bad_row(report, json_path, entry.line, e, what="entry")
+                continue
             repaired += fixed
             if target is None:
                 continue

@@ -149,8 +149,12 @@ class UrFunnyReader(CorpusReader):
                     report.add("skip", label_path, f"id in {FOLDS_FILE} ({split}) has no label: skipped",
                                utterance_id=uid)
                     continue
-                label = humor_label(labels[uid], f"{label_path} [id {uid}]")
-                target, fixed = self._target(uid, language[uid], label, lang_path, report)
+                try:
+                    label = humor_label(labels[uid], f"{label_path} [id {uid}]")
+                    target, fixed = self._target(uid, language[uid], label, lang_path, report)
+                except CorpusError as e:  # one bad entry is recorded as a skip; the rest is read
+                    report.add("skip", lang_path, f"{e}: entry skipped", utterance_id=uid)
+                    continue
                 repaired += fixed
                 if target is None:
                     continue
