@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import UserError
 from pipeline.registry import Registry
 
 ENCODERS: Registry[type["Encoder"]] = Registry("encoder")
@@ -46,6 +47,11 @@ class EncoderInput:
 class EncoderOutput:
     vec: np.ndarray  # [B, dim] float32
     seq: list[np.ndarray] | None = None  # per item [T_i, seq_dim], only when the encoder was asked for sequences
+
+
+class EncoderLoadError(UserError, OSError):
+    """An encoder's weights cannot be loaded (a path that is not a model dir, a hub id not cached here): an
+    expected failure, one line under the CLI's error policy."""
 
 
 class EncoderInputError(ValueError):

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from extractors.base import Encoder, EncoderInput, EncoderOutput, register_encoder
+from extractors.base import Encoder, EncoderInput, EncoderLoadError, EncoderOutput, register_encoder
 from extractors.profiles import TorchEncoder, dtype_name, torch_dtype, weights_identity
 
 POOLINGS = ("cls", "mean")
@@ -31,7 +31,9 @@ def _load_text_model(weights: str, dtype: Any) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(weights)
         model = AutoModel.from_pretrained(weights, dtype=dtype)
     except (OSError, ValueError) as e:
-        raise OSError(f"cannot load text encoder weights {weights!r}: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EncoderLoadError(f"cannot load text encoder weights {weights!r} (not a Hugging Face model dir or "
+                               f"hub id with a tokenizer): {first}") from e
     return tokenizer, model.eval()
 
 

@@ -577,8 +577,9 @@ def launch(args: argparse.Namespace, argv: Sequence[str], *, new_run: NewRun, ru
 
             broadcast_object_list(claimed)
         if claimed[0] is None:
-            print(f"{command}: {run_dir} already holds a run; use --resume {run_dir} or another --name", file=sys.stderr)
-            return 2
+            from pipeline.errors import AlreadyExists
+
+            raise AlreadyExists(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
         run_dir = Path(claimed[0])
     seeds = info["seeds"]
     results = []

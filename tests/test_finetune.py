@@ -383,3 +383,26 @@ def test_compare_plans_a_finetuned_row_beside_each_frozen_one() -> None:
     assert plans["telme"].config["stages"]["teacher"]["epochs"] == 1
     assert plans["cmath+ft"].config["features"]["text"] == "text.roberta@ft"
     assert plans["dmd+ft"].skip and "sequences" in plans["dmd+ft"].skip
+
+
+def test_cli_bad_input_is_one_line_exit_2(demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pipeline.__main__ import main
+
+    (tmp_path / "notamodel").mkdir()
+    meld_root = str(demo_root / "meld")
+    cases = [
+        (["finetune", "--encoder", "opensmile"], "no fine-tuning config for encoder 'opensmile'"),
+        (["finetune", "--encoder", "roberta", "--corpus", "demo-meld", "--root", meld_root, "--out", str(tmp_path),
+          "--set", f"encoder.settings.weights={tmp_path / 'notamodel'}"], "notamodel"),
+        (["finetune", "--resume", str(tmp_path / "nope")], "not a run dir"),
+        (["features", "--corpus", "demo-meld", "--root", meld_root, "--cache-root", str(tmp_path / "c"),
+          "--finetuned", str(tmp_path)], "not a finished fine-tuning run"),
+    ]
+    for argv, needle in cases:
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and needle in err, (argv, err)
+        assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
