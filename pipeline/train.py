@@ -147,7 +147,6 @@ def init_groups(method: Method, init: dict[str, str], cache: Cache | None,
             raise ConfigError(f"config init.{group}: {run_dir} is not a fine-tuning run dir (no head.safetensors "
                               f"+ finetune.json); run `python -m pipeline finetune` first")
         content = json.loads(info_file.read_text()).get("encoder_content")
-        columns = (cache.meta.get("columns", {}) if cache is not None else {})
         if cache is not None and not any((c.get("settings") or {}).get("content") == content for c in columns.values()):
             raise ConfigError(f"config init.{group}: cache {cache.path} has no column extracted from the fine-tuned "
                               f"encoder of {run_dir}; run `python -m pipeline features --finetuned {run_dir}` first")
