@@ -205,6 +205,21 @@ def _feature_lines(config: dict[str, Any], cache: Any) -> list[str]:
     return lines
 
 
+def _sequence_lines(coverage: dict[str, dict[str, Any]]) -> list[str]:
+    """Run-card lines: per split and role the step policy and how much of each utterance reached the model."""
+    if not coverage:
+        return []
+    lines = ["", "## Sequences (steps per utterance)", ""]
+    for split, roles in coverage.items():
+        for role, c in roles.items():
+            share = c["frames_used"] / c["frames"] if c["frames"] else 1.0
+            cut = (f"; **truncated: {c['truncated_rows']} rows lost frames ({100 * (1 - share):.1f}% of all frames "
+                   f"never reach the model)**" if c["truncated_rows"] else "")
+            lines.append(f"- {split} {role}: policy `{c['policy']}`, at most {c['steps']} steps, "
+                         f"{100 * share:.1f}% of {c['frames']} frames used{cut}")
+    return lines
+
+
 def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache: Any, info: dict[str, Any]) -> str:
     first = results[0]
     git = info.get("git", {})
@@ -226,6 +241,7 @@ def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache
     random = [col for col in config.get("features", {}).values()
               if cache.meta.get("columns", {}).get(col, {}).get("random_weights")]
     lines.append(f"\nFeatures from random weights: {', '.join(random) if random else 'none'}.")
+    lines += _sequence_lines(first.get("sequence_coverage") or {})
     std = "mean ± sample std over seeds" if len(results) > 1 else "one seed"
     lines += ["", f"## Metrics ({std})", "", metrics_table(results), "", "## Per-stage best dev", ""]
     for r in results:
