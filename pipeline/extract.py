@@ -382,7 +382,7 @@ def extract(data: CorpusData, cache_dir: str | Path, settings: ExtractSettings) 
         report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
                             "computed": len(todo), "random_weights": bool(encoder.random_weights),
                             "seconds": round(time.perf_counter() - t_enc, 2),
-                            "skipped_this_rank": res["skipped"]}
+                            "skipped_this_rank": res["skipped"], **encoder.report_counts()}
         del encoder
 
     # Columns from earlier runs that were not asked for this time stay in the cache (incremental).
@@ -473,6 +473,11 @@ def print_report(report: dict[str, Any]) -> None:
         n_skip = len(report.get("skipped", {}).get(col, []))
         w = "RANDOM (offline stand-in)" if c["random_weights"] else "pretrained"
         print(f"{col:<26}{c['dim']:>6}{c['computed']:>10}{c['reused']:>8}{n_skip:>9}  {w}")
+    for col, c in report["columns"].items():  # face policy: frames where no face was found (whole frame used)
+        fb = c.get("face_fallbacks")
+        if fb:
+            print(f"  face {col}: policy {c['face']}, no face in {fb['fallback_frames']}/{fb['frames']} frames "
+                  f"({fb['fallback_clips']}/{fb['clips']} clips): whole frame used there")
     skipped = report.get("skipped", {})
     shown = 0
     for col, entries in skipped.items():
