@@ -135,3 +135,14 @@ def test_a_cue_in_the_last_second_reaches_dmd_only_without_head_truncation(tmp_p
     differs, logits = outputs["truncate"]
     assert not differs.any()  # the first 16 frames (0.16 s): the cue never reaches the model
     assert torch.allclose(logits[0], logits[1], atol=1e-6)
+
+
+def test_run_card_reports_policy_and_truncation() -> None:
+    from pipeline.report import _sequence_lines
+
+    cut = _build(_split([100, 3, 8]), "truncate", max_len=4).coverage
+    lines = "\n".join(_sequence_lines({"train": cut}))
+    assert "policy `truncate`, at most 4 steps, 9.9% of 111 frames used" in lines
+    assert "truncated: 2 rows lost frames (90.1% of all frames never reach the model)" in lines
+    whole = "\n".join(_sequence_lines({"train": _build(_split([100, 3]), "uniform").coverage}))
+    assert "policy `uniform`" in whole and "100.0% of 103 frames used" in whole and "truncated" not in whole
