@@ -121,3 +121,13 @@ def test_face_policy_is_part_of_the_fingerprint(tiny: dict[str, str]) -> None:
     assert len(set(ts.values())) == 3
     with pytest.raises(ValueError, match="face must be one of"):
         FaceCropper("eyes")
+
+
+def test_extract_report_prints_the_fallbacks(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.extract import print_report
+
+    col = {"encoder": "densenet", "fingerprint": "f", "dim": 34, "computed": 3, "reused": 0, "random_weights": True,
+           "seconds": 1.0, "face": "largest_face",
+           "face_fallbacks": {"clips": 3, "frames": 24, "fallback_frames": 5, "fallback_clips": 2}}
+    print_report({"cache": "c", "columns": {"video.densenet": col}, "skipped": {}})
+    assert "face video.densenet: policy largest_face, no face in 5/24 frames (2/3 clips)" in capsys.readouterr().out
