@@ -40,7 +40,8 @@ def test_one_row_per_method(compared):
     md = (out / "compare.md").read_text()
     for m, r in status.items():
         if r["status"] == "ok":
-            assert md.count(f"| {m} | {len(SEEDS)} |") == 1
+            assert r["inputs_differ"]  # offline features: never the paper's inputs
+            assert md.count(f"| {m} † | {len(SEEDS)} |") == 1  # † = inputs differ from the paper's
         else:
             assert f"- {m}: skipped: " in md
     assert (out / "compare.png").stat().st_size > 1000
