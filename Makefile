@@ -15,9 +15,14 @@ CACHE_HOME ?= $(HOME)/.cache/merc
 # imports beside torch 2.14.1 and its functional.resample works (checked). So it is not in pyproject's
 # dependencies (pip would then replace torch with the older multi-GB build) but installed here.
 TORCHAUDIO := torchaudio==2.11.0
+# facenet-pytorch (MTCNN face detector for the video encoders' face policies; its wheel ships the
+# detector weights) pins torch<2.3 / numpy<2 / Pillow<10.3 in its metadata; 2.6.0 installed with --no-deps
+# imports and detects beside torch 2.14.1 (tests/test_faces.py). Its one real extra need, requests,
+# is pinned in pyproject.
+FACENET := facenet-pytorch==2.6.0
 # The venv (~6.5 GB) is keyed by a hash of the pinned dependencies, so CI and every checkout on the
 # same machine reuse it; VENV=... overrides.
-PINS_HASH := $(shell $(PYTHON) -c "import tomllib,hashlib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(hashlib.sha1(repr((p['dependencies'],p['optional-dependencies'],'$(TORCHAUDIO)')).encode()).hexdigest()[:12])")
+PINS_HASH := $(shell $(PYTHON) -c "import tomllib,hashlib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(hashlib.sha1(repr((p['dependencies'],p['optional-dependencies'],'$(TORCHAUDIO) $(FACENET)')).encode()).hexdigest()[:12])")
 VENV ?= $(CACHE_HOME)/venv-$(PINS_HASH)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
@@ -60,7 +65,7 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print('\n'.join(p['dependencies']+p['optional-dependencies']['test']))" > $(VENV)/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(VENV)/requirements.txt
-	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps $(TORCHAUDIO)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps $(TORCHAUDIO) $(FACENET)
 	touch $(STAMP)
 
 # Idempotent: the dependencies once per pin set, then a cheap editable install of this checkout

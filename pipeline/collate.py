@@ -8,9 +8,11 @@ One ``SplitDataset`` subclass per method granularity, chosen by name from ``GRAN
   padded to the longest dialogue of the batch: ``<role>`` [B, L, D], ``mask`` [B, L] bool,
   ``speaker`` [B, L] long (index of the speaker by first appearance in its dialogue), ``label``
   [B, L] with -100 on padding and unlabelled turns (regression: ``score`` + ``label_mask``).
-* ``sequence`` -- one item per labelled utterance with the ``<col>.seq`` frame sequences, padded per
-  batch to the longest (each truncated to its first ``max_len`` frames): ``<role>`` [B, T, D],
-  ``<role>_mask`` [B, T] bool, ``<role>_len`` [B] long.
+* ``sequence`` -- one item per labelled utterance with the ``<col>.seq`` frame sequences turned into at
+  most ``max_len`` steps by the role's step policy (``SEQ_POLICIES``, config ``train.seq_policy``:
+  ``uniform`` pools the whole utterance into T steps (default), ``words`` one step per word where the
+  cache has word timings, ``truncate`` keeps the first T frames, on request, counted in ``coverage``),
+  padded per batch to the longest: ``<role>`` [B, T, D], ``<role>_mask`` [B, T] bool, ``<role>_len`` [B] long.
 
 Rows with a ``<col>.missing`` flag get zero features and ``<role>_missing`` [B] (dialogue: [B, L]).
 Unlabelled rows (label -1, score nan) are dropped at utterance and sequence granularity and kept
@@ -55,12 +57,13 @@ class SplitDataset(Dataset):
     """
 
     def __init__(self, *, split: Any, features: dict[str, str], task: str, label_column: str = "label",
-                 max_len: int | None = None, source: str = "cache") -> None:
+                 max_len: int | None = None, seq_policy: Any = None, source: str = "cache") -> None:
         if not features:
             raise ValueError(f"{source}: no feature roles given (config `features:` is empty)")
         self.features = dict(features)
         self.task = task
         self.max_len = max_len
+        self.seq_policy = seq_policy  # sequence granularity only: see SEQ_POLICIES
         self.source = source
         self.regression = task == "regression"
         self._columns = set(split.column_names)
@@ -199,6 +202,87 @@ class DialogueDataset(SplitDataset):
         return batch
 
 
+# ----------------------------------------------------------------------------- sequence step policies
+# How a cached frame sequence (``<col>.seq``: every frame of the utterance, e.g. openSMILE LLD at 10 ms)
+# becomes at most ``steps`` model steps. One function per policy, chosen by name from ``SEQ_POLICIES``
+# (config ``train.seq_policy``: one name, or ``{role: name}``); each returns the [steps, D] the model sees.
+SEQ_POLICIES: Registry[Any] = Registry("sequence policy")
+WORD_SPANS = "word_spans"  # cache column: per row [[start, end], ...] seconds from the start of the utterance span
+
+
+@SEQ_POLICIES.register("uniform")
+def uniform_steps(seq: torch.Tensor, steps: int | None, words: Any = None, duration: float | None = None
+                  ) -> torch.Tensor:
+    """Mean-pool the n frames into ``steps`` contiguous, equal-width bins over the WHOLE utterance
+    (bin k = frames floor(k n / T) .. floor((k+1) n / T) - 1); a sequence of <= ``steps`` frames is kept
+    as it is. Every frame reaches the model (DMD's released features are 50 steps per utterance)."""
+    n = seq.shape[0]
+    if not steps or n <= steps:
+        return seq
+    edges = (torch.arange(steps + 1, dtype=torch.long) * n) // steps
+    idx = torch.repeat_interleave(torch.arange(steps), edges[1:] - edges[:-1])
+    out = torch.zeros(steps, seq.shape[1], dtype=seq.dtype).index_add_(0, idx, seq)
+    return out / (edges[1:] - edges[:-1]).unsqueeze(1).to(seq.dtype)
+
+
+@SEQ_POLICIES.register("truncate")
+def truncate_steps(seq: torch.Tensor, steps: int | None, words: Any = None, duration: float | None = None
+                   ) -> torch.Tensor:
+    """The first ``steps`` frames (the head of the utterance; what the frames after it say is lost).
+    Only on request; the dataset counts the rows it cut (``SequenceDataset.coverage``)."""
+    return seq[:steps] if steps else seq
+
+
+@SEQ_POLICIES.register("words")
+def word_steps(seq: torch.Tensor, steps: int | None, words: Any = None, duration: float | None = None
+               ) -> torch.Tensor:
+    """One step per word (the CMU-SDK alignment): the mean of the frames whose centre falls inside the
+    word's [start, end) (seconds from the start of the utterance span; frame i of n is centred at
+    (i + 0.5) duration / n: openSMILE frames and uniformly sampled video frames both tile the span), the
+    nearest frame for a word shorter than a frame. More words than ``steps`` are pooled uniformly."""
+    n = seq.shape[0]
+    if words is None or duration is None or not np.isfinite(duration) or duration <= 0:
+        raise ValueError("word-aligned steps need word timings and the utterance span")
+    spans = np.asarray(words, dtype=np.float64).reshape(-1, 2)
+    if n == 0 or len(spans) == 0:
+        return seq[:0]
+    centre = (np.arange(n) + 0.5) * duration / n
+    out = []
+    for start, end in spans:
+        inside = np.nonzero((centre >= start) & (centre < end))[0]
+        if len(inside) == 0:
+            inside = [int(np.clip(np.argmin(np.abs(centre - (start + end) / 2)), 0, n - 1))]
+        out.append(seq[torch.as_tensor(inside, dtype=torch.long)].mean(0))
+    return uniform_steps(torch.stack(out), steps)
+
+
+def _config_error(msg: str) -> Exception:
+    from pipeline.config import ConfigError
+
+    return ConfigError(msg)
+
+
+def seq_policies(policy: str | dict[str, str] | None, roles: Sequence[str]) -> dict[str, str]:
+    """``train.seq_policy`` (one name for every role, or ``{role: name}``; missing roles get "uniform")
+    -> ``{role: name}``; an unknown name or role is a ``ValueError`` naming it."""
+    if policy is None:
+        policy = "uniform"
+    if isinstance(policy, str):
+        out = {r: policy for r in roles}
+    elif isinstance(policy, dict):
+        extra = sorted(set(policy) - set(roles))
+        if extra:
+            raise _config_error(f"train.seq_policy names roles {extra} that are not feature roles {list(roles)}")
+        out = {r: str(policy.get(r, "uniform")) for r in roles}
+    else:
+        raise _config_error(f"train.seq_policy must be a name or {{role: name}}, got {policy!r}")
+    for name in out.values():
+        if name not in SEQ_POLICIES:
+            raise _config_error(f"train.seq_policy: unknown sequence policy {name!r}; known: "
+                             f"{', '.join(SEQ_POLICIES.names())}")
+    return out
+
+
 @GRANULARITIES.register("sequence")
 class SequenceDataset(SplitDataset):
     """One item per labelled utterance with per-frame ``<col>.seq`` features."""
@@ -206,23 +290,60 @@ class SequenceDataset(SplitDataset):
     def _load_features(self, split: Any) -> None:
         self.sequences: dict[str, list[torch.Tensor]] = {}
         self.seq_dim: dict[str, int] = {}
-        cap = self.max_len if self.max_len and self.max_len > 0 else None
+        steps = self.max_len if self.max_len and self.max_len > 0 else None
+        self.policies = seq_policies(self.seq_policy, list(self.features))
+        self.coverage: dict[str, dict[str, Any]] = {}
+        words = durations = None
+        if "words" in self.policies.values():
+            words, durations = self._word_timings(split)
         for role, col in self.features.items():
             seq_col = f"{col}.seq"
+            policy = SEQ_POLICIES.get(self.policies[role])
             raw = self._read_columns(split, [seq_col])[seq_col]
             # an empty sequence (a row without media, e.g. a MUStARD context turn) reshapes to [0, 0]
-            seqs = [torch.from_numpy(np.ascontiguousarray(
-                        np.asarray(s, dtype=np.float32).reshape(len(s), -1 if len(s) else 0)[:cap])) for s in raw]
-            dims = {s.shape[1] for s in seqs if s.shape[0] > 0}
+            full = [torch.from_numpy(np.ascontiguousarray(
+                        np.asarray(s, dtype=np.float32).reshape(len(s), -1 if len(s) else 0))) for s in raw]
+            dims = {s.shape[1] for s in full if s.shape[0] > 0}
             if len(dims) > 1:
                 raise ValueError(f"{self.source}: column {seq_col!r} mixes frame sizes {sorted(dims)}")
             dim = dims.pop() if dims else 0
+            seqs, n_frames, n_used, cut = [], 0, 0, 0
             for i, missing in enumerate(self.missing[role].tolist()):
-                if missing or seqs[i].shape[0] == 0:
-                    seqs[i] = torch.zeros(0, dim)
+                s = full[i]
+                if missing or s.shape[0] == 0:
+                    seqs.append(torch.zeros(0, dim))
+                    continue
+                if words is not None and self.policies[role] == "words":
+                    if not len(words[i]):
+                        raise ValueError(f"{self.source}: row {self.utterance_ids[i]!r} has no word timings "
+                                         f"(`{WORD_SPANS}`); seq_policy 'words' needs them for every row")
+                    out = policy(s, steps, words[i], durations[i])
+                else:
+                    out = policy(s, steps)
+                kept = s.shape[0] if self.policies[role] != "truncate" else out.shape[0]
+                n_frames, n_used, cut = n_frames + s.shape[0], n_used + kept, cut + int(kept < s.shape[0])
+                seqs.append(out)
             self.sequences[role] = seqs
             self.seq_dim[role] = dim
+            self.coverage[role] = {"policy": self.policies[role], "steps": steps, "frames": n_frames,
+                                   "frames_used": n_used, "truncated_rows": cut,
+                                   "max_steps": max((s.shape[0] for s in seqs), default=0)}
         self.rows = torch.nonzero(self.labelled, as_tuple=False).flatten()
+
+    def _word_timings(self, split: Any) -> tuple[list[Any], np.ndarray]:
+        """Per row: the word spans (``word_spans``) and the utterance span's length (``end - start``)."""
+        if WORD_SPANS not in self._columns:
+            raise ValueError(f"{self.source}: seq_policy 'words' needs word timings (a `{WORD_SPANS}` column), "
+                             f"and this cache has none: no corpus reader here gives word timings (the CMU-SDK's "
+                             f"word-aligned features are not read); use train.seq_policy=uniform")
+        cols = self._read_columns(split, [WORD_SPANS, "start", "end", "utterance_id"])
+        self.utterance_ids = [str(u) for u in cols["utterance_id"]]
+        durations = cols["end"].astype(np.float64) - cols["start"].astype(np.float64)
+        bad = [self.utterance_ids[i] for i in np.nonzero(~(durations > 0))[0][:3]]
+        if bad:
+            raise ValueError(f"{self.source}: rows {bad} have no start/end span; seq_policy 'words' places "
+                             f"frames in time from the span (use train.seq_policy=uniform)")
+        return list(cols[WORD_SPANS]), durations
 
     def input_dims(self) -> dict[str, int]:
         return dict(self.seq_dim)
@@ -250,12 +371,12 @@ class SequenceDataset(SplitDataset):
 
 
 def build_split_dataset(split: Any, *, granularity: str, features: dict[str, str], task: str,
-                        label_column: str = "label", max_len: int | None = None,
+                        label_column: str = "label", max_len: int | None = None, seq_policy: Any = None,
                         source: str = "cache") -> SplitDataset:
-    """The dataset of one cached split for a method's granularity."""
+    """The dataset of one cached split for a method's granularity (``seq_policy``: sequence only)."""
     cls = GRANULARITIES.get(granularity)
     return cls(split=split, features=features, task=task, label_column=label_column, max_len=max_len,
-               source=source)
+               seq_policy=seq_policy, source=source)
 
 
 @dataclass
@@ -324,7 +445,8 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
             raise UnknownName(f"cache {cache.path} has no split {split!r}; it has: {list(cache.dataset)}")
         data[split] = build_split_dataset(cache.dataset[split], granularity=cls.GRANULARITY, features=features,
                                           task=task, label_column=label_column(label_set),
-                                          max_len=int(config["train"]["max_len"]), source=f"{cache.path} [{split}]")
+                                          max_len=int(config["train"]["max_len"]),
+                                          seq_policy=config["train"].get("seq_policy"), source=f"{cache.path} [{split}]")
     first = next(iter(data.values()))
     return RunData(splits=data, input_dims=first.input_dims(), num_classes=max(1, len(label_names)),
                    label_names=label_names, task=task)

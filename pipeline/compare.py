@@ -233,6 +233,11 @@ def summarize_method(plan: MethodPlan, seeds: list[dict[str, Any]], task: str) -
     paper = plan.config.get("paper") or {}
     row["paper"] = {k: float(v) for k, v in (paper.get("test") or {}).items()}
     row["paper_source"] = paper.get("source")
+    from pipeline.report import input_differences
+
+    used = Path(seeds[0]["run_dir"]) / "features.json"
+    columns = json.loads(used.read_text()).get("columns", {}) if used.exists() else {}
+    row["inputs_differ"] = input_differences(plan.config, columns)
     hidden = sorted(set(row["paper"]) - set(TABLE_METRICS[task]))
     if hidden:
         print(f"compare: {plan.method}: paper numbers {', '.join(hidden)} are not headline {task} metrics "
@@ -255,7 +260,7 @@ def markdown_table(rows: list[dict[str, Any]], task: str, *, title: str, notes: 
     lines = [f"# {title}", "", *notes, *([""] if notes else []),
              "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in trained:
-        cells = [r["method"], str(len(r["seeds"]))]
+        cells = [r["method"] + (" †" if r.get("inputs_differ") else ""), str(len(r["seeds"]))]
         for n in names:
             m = r["metrics"][n]
             cell = _fmt(m["mean"]) + (f" ± {_fmt(m['std'])}" if len(r["seeds"]) > 1 else "")
@@ -267,6 +272,9 @@ def markdown_table(rows: list[dict[str, Any]], task: str, *, title: str, notes: 
     sources = [f"- {r['method']}: {r['paper_source']}" for r in trained if r["paper"] and r["paper_source"]]
     if sources:
         lines += ["", "Paper numbers (same units as ours):", *sources]
+    differ = [f"- {r['method']}: " + "; ".join(r["inputs_differ"]) for r in trained if r.get("inputs_differ")]
+    if differ:
+        lines += ["", "† inputs differ from the paper's (so its numbers are not a like-for-like target):", *differ]
     others = [r for r in rows if r["status"] != "ok"]
     if others:
         lines += ["", "Not in the table:", *[f"- {r['method']}: {r['status']}: {r['reason']}" for r in others]]
@@ -282,7 +290,7 @@ def write_csv(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     for n in names:
         cols += [f"{n}_mean", f"{n}_std", f"paper_{n}"]
     cols += ["train_seconds_per_seed", "peak_rss_mb", "peak_cuda_mb", "params", "corpus_config", "overrides", "runs",
-             "paper_source"]
+             "paper_source", "inputs_differ"]
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -293,7 +301,8 @@ def write_csv(rows: list[dict[str, Any]], task: str, path: Path) -> None:
                            train_seconds_per_seed=r["seconds"], peak_rss_mb=r["peak_rss_mb"],
                            peak_cuda_mb=r["peak_cuda_mb"], params=r["params"], corpus_config=r["corpus_config"],
                            overrides=" ".join(r["overrides"]), runs=" ".join(r["runs"]),
-                           paper_source=r.get("paper_source") or "")
+                           paper_source=r.get("paper_source") or "",
+                           inputs_differ=" | ".join(r.get("inputs_differ") or []))
                 for n in names:
                     out[f"{n}_mean"] = r["metrics"][n]["mean"]
                     out[f"{n}_std"] = r["metrics"][n]["std"]

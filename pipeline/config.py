@@ -43,6 +43,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 32,
     "select_metric": "auto",  # auto = weighted_f1 (classification) / mae (regression)
     "max_len": 50,
+    # sequence methods: how a cached frame sequence becomes <= max_len steps (pipeline.collate.SEQ_POLICIES):
+    # uniform (pool the whole utterance), words (word timings), truncate (first max_len frames); or {role: name}
+    "seq_policy": "uniform",
     "find_unused_parameters": False,  # multi-GPU (DDP) only: set true if a stage leaves trainable params unused
     "grad_accum_steps": 1,  # optimizer step every N batches (effective batch = N x batch_size x processes)
 }

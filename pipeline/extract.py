@@ -487,7 +487,7 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
         report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
                             "computed": len(todo), "random_weights": bool(encoder.random_weights),
                             "seconds": round(time.perf_counter() - t_enc, 2),
-                            "skipped_this_rank": res["skipped"]}
+                            "skipped_this_rank": res["skipped"], **encoder.report_counts()}
         if state.is_main_process:
             report_cols[col]["truncated"] = truncation_summary(encoder, items)
         del encoder
@@ -626,6 +626,11 @@ def print_report(report: dict[str, Any]) -> None:
     for col, c in report["columns"].items():
         if c.get("truncated"):
             print(f"  truncated {truncation_line(col, c['truncated'])}")
+    for col, c in report["columns"].items():  # face policy: frames where no face was found (whole frame used)
+        fb = c.get("face_fallbacks")
+        if fb:
+            print(f"  face {col}: policy {c['face']}, no face in {fb['fallback_frames']}/{fb['frames']} frames "
+                  f"({fb['fallback_clips']}/{fb['clips']} clips): whole frame used there")
     skipped = report.get("skipped", {})
     shown = 0
     for col, entries in skipped.items():

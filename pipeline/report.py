@@ -207,7 +207,10 @@ def _feature_lines(config: dict[str, Any], cache: Any) -> list[str]:
     for role, col in used_features(config).items():
         c = columns.get(col, {})
         flag = " **(random weights: not a pretrained feature)**" if c.get("random_weights") else ""
-        lines.append(f"- {role}: `{col}` (encoder {c.get('encoder', '?')}, dim {c.get('dim', '?')}, "
+        face = (c.get("settings") or {}).get("face")
+        face = f", face policy {face}" if face else (", face policy frame" if c.get("encoder") in
+                                                       ("densenet", "timesformer") else "")
+        lines.append(f"- {role}: `{col}` (encoder {c.get('encoder', '?')}, dim {c.get('dim', '?')}{face}, "
                      f"fingerprint {c.get('fingerprint', '?')}){flag}")
     return lines
 
@@ -230,6 +233,36 @@ def _truncation_text(config: dict[str, Any], cache: Any) -> str:
         if t:
             out.append(truncation_line(col, t))
     return "; ".join(out) if out else "none"
+def input_differences(config: dict[str, Any], columns: dict[str, Any]) -> list[str]:
+    """Why a run's inputs are not the paper's, one line per feature role: the config's
+    ``paper.inputs_differ: {role: why}`` (what we feed instead, set in configs/<method>/base.yaml) for the
+    roles the run uses, plus every column computed with random stand-in weights or a face policy other
+    than the paper's. Empty = the same inputs as the paper (as far as the config knows)."""
+    declared = (config.get("paper") or {}).get("inputs_differ") or {}
+    out = []
+    for role, col in config.get("features", {}).items():
+        c = columns.get(col, {})
+        why = [str(declared[role])] if declared.get(role) else []
+        if c.get("random_weights"):
+            why.append("random-weight stand-in encoder (offline profile)")
+        if why:
+            out.append(f"{role} (`{col}`): " + "; ".join(why))
+    return out
+
+
+def _sequence_lines(coverage: dict[str, dict[str, Any]]) -> list[str]:
+    """Run-card lines: per split and role the step policy and how much of each utterance reached the model."""
+    if not coverage:
+        return []
+    lines = ["", "## Sequences (steps per utterance)", ""]
+    for split, roles in coverage.items():
+        for role, c in roles.items():
+            share = c["frames_used"] / c["frames"] if c["frames"] else 1.0
+            cut = (f"; **truncated: {c['truncated_rows']} rows lost frames ({100 * (1 - share):.1f}% of all frames "
+                   f"never reach the model)**" if c["truncated_rows"] else "")
+            lines.append(f"- {split} {role}: policy `{c['policy']}`, at most {c['steps']} steps, "
+                         f"{100 * share:.1f}% of {c['frames']} frames used{cut}")
+    return lines
 
 
 def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache: Any, info: dict[str, Any]) -> str:
@@ -263,6 +296,10 @@ def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache
               if cache.meta.get("columns", {}).get(col, {}).get("random_weights")]
     lines.append(f"\nFeatures from random weights: {', '.join(random) if random else 'none'}.")
     lines.append(f"\nTruncated inputs (cache report.json): {_truncation_text(config, cache)}")
+    differ = input_differences(config, cache.meta.get("columns", {}))
+    lines += ["", "## Inputs vs the paper", ""]
+    lines += ([f"- **differs**: {d}" for d in differ] if differ else ["- the same features as the paper's"])
+    lines += _sequence_lines(first.get("sequence_coverage") or {})
     std = "mean ± sample std over seeds" if len(results) > 1 else "one seed"
     lines += ["", f"## Metrics ({std})", "", metrics_table(results), "", "## Per-stage best dev", ""]
     for r in results:

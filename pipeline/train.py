@@ -448,6 +448,7 @@ class Trainer:
             "final_stage": last.name, "final_weights": f"stage-{last.name}.safetensors",
             "num_processes": self.accelerator.num_processes, "cache": str(Path(self.cache.path).resolve()),
             "input_dims": dict(self.data.input_dims), "num_classes": self.data.num_classes,  # for features.json
+            "sequence_coverage": {s: d.coverage for s, d in self.data.splits.items() if hasattr(d, "coverage")},
         }
         if self.accelerator.is_main_process:
             write_run_reports(self.out_dir, result=result, config=self.config, cache=self.cache, info=self.run_info)

@@ -87,7 +87,7 @@ def test_dialogue_batches() -> None:
 
 def test_sequence_batches_pad_and_cap() -> None:
     ds = build_split_dataset(_split(), granularity="sequence", features={"text": "text.t"}, task="classification",
-                             max_len=5)
+                             max_len=5, seq_policy="truncate")
     assert ds.input_dims() == {"text": 3}
     batch = ds.collate([0, 1, 2])  # u0 (3 frames), u1 (1), u2 (6 -> capped at 5)
     assert batch["text"].shape == (3, 5, 3)
@@ -98,6 +98,10 @@ def test_sequence_batches_pad_and_cap() -> None:
     assert batch["label"].tolist() == [2, 1, 0]
     short = ds.collate([1])
     assert short["text"].shape == (1, 1, 3)  # padded to the longest of the batch only
+    assert ds.coverage["text"]["truncated_rows"] == 1  # u2 lost its 6th frame (reported in the run card)
+    pooled = build_split_dataset(_split(), granularity="sequence", features={"text": "text.t"},
+                                 task="classification", max_len=5)  # default: uniform over the whole row
+    assert pooled.collate([2])["text"][0, 4, 0].item() == pytest.approx(2.45)  # frames 4 and 5 pooled: the end is kept
 
 
 def test_loader_batches_everything_once() -> None:

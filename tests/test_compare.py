@@ -40,7 +40,8 @@ def test_one_row_per_method(compared):
     md = (out / "compare.md").read_text()
     for m, r in status.items():
         if r["status"] == "ok":
-            assert md.count(f"| {m} | {len(SEEDS)} |") == 1
+            assert r["inputs_differ"]  # offline features: never the paper's inputs
+            assert md.count(f"| {m} † | {len(SEEDS)} |") == 1  # † = inputs differ from the paper's
         else:
             assert f"- {m}: skipped: " in md
     assert (out / "compare.png").stat().st_size > 1000
@@ -78,7 +79,7 @@ def test_paper_numbers_come_from_the_corpus_config(tmp_path):
 
     config = load_config("telme", "meld")
     assert config["paper"]["test"] == {"weighted_f1": 0.6737}
-    assert "paper" not in load_config("telme", "demo-meld")
+    assert "test" not in load_config("telme", "demo-meld")["paper"]  # only base.yaml's inputs_differ
     row = {"method": "telme", "status": "ok", "seeds": [0, 1], "runs": [], "seconds": 1.0, "peak_rss_mb": 900.0,
            "peak_cuda_mb": None, "params": 10,
            "metrics": {n: {"mean": 0.5, "std": 0.01, "values": [0.49, 0.51]}

@@ -159,14 +159,14 @@ def test_dmd_regression_run_report_and_evaluate_reproduces_it(dmd_mosi_runs):
 
 @pytest.mark.parametrize("cache_fixture", ["demo_mosi_cache", "demo_mustard_cache"])
 def test_sequence_masks_match_the_stored_lengths(cache_fixture, request):
-    """The collator's masks and lengths equal the cache's `<col>.seq_len` (capped at max_len), the real
-    frames are the stored ones and the padding is zero, on a real cache (MUStARD's context turns have
+    """The collator's masks and lengths equal the cache's `<col>.seq_len` (capped at max_len), the steps
+    are the stored frames pooled over the whole row (seq_policy uniform) and the padding is zero, on a real cache (MUStARD's context turns have
     no media: empty sequences, unlabelled, dropped)."""
     import numpy as np
     import torch
 
     from pipeline.cache import load_cache
-    from pipeline.collate import prepare_data
+    from pipeline.collate import prepare_data, uniform_steps
     from pipeline.config import load_config
 
     cache = load_cache(request.getfixturevalue(cache_fixture))
@@ -185,9 +185,11 @@ def test_sequence_masks_match_the_stored_lengths(cache_fixture, request):
             assert batch[f"{role}_len"].tolist() == lengths.tolist()
             assert torch.equal(mask, torch.arange(mask.size(1))[None, :] < torch.as_tensor(lengths)[:, None])
             assert not batch[role][~mask].any()
+            assert data.splits[split].coverage[role]["policy"] == "uniform"  # the DMD default: whole rows
             for b in (0, len(rows) - 1):
-                frames = np.asarray(table[rows[b]][f"{column}.seq"], dtype=np.float32)[:cap]
-                assert np.allclose(batch[role][b, : lengths[b]].numpy(), frames), (split, role, b)
+                frames = np.asarray(table[rows[b]][f"{column}.seq"], dtype=np.float32).reshape(stored[b], -1)
+                steps = uniform_steps(torch.from_numpy(frames), cap).numpy()  # every stored frame, pooled
+                assert np.allclose(batch[role][b, : lengths[b]].numpy(), steps), (split, role, b)
 
 
 def test_dhmd_runs_on_the_mustard_demo_and_writes_its_report(demo_mustard_cache, tmp_path_factory):

@@ -289,9 +289,9 @@ def test_settings_are_validated(tiny: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="pooling"):
         create_encoder("roberta", weights=tiny["roberta"], pooling="max")
     with pytest.raises(ValueError, match="feature_set"):
-        create_encoder("opensmile", feature_set="IS09")
-    with pytest.raises(NotImplementedError, match="face_crop"):
-        create_encoder("densenet", weights_file=tiny["densenet"], face_crop=True)
+        create_encoder("opensmile", feature_set="IS08")
+    with pytest.raises(ValueError, match="face must be one of"):  # face policies: tests/test_faces.py
+        create_encoder("densenet", weights_file=tiny["densenet"], face="eyes")
     with pytest.raises(ValueError, match="model.safetensors.*densenet121"):  # tiny weights, full architecture
         create_encoder("densenet", weights_file=tiny["densenet"])
     with pytest.raises(OSError, match="no_such_dir"):
@@ -433,7 +433,7 @@ def test_profiles_resolve(tiny: dict[str, str]) -> None:
     paper = encoder_kwargs("paper", "data2vec", paths={"data2vec": "/models/d2v"}, overrides={"pooling": "first"})
     assert paper["weights"] == "/models/d2v" and paper["pooling"] == "first" and paper["max_seconds"] == 25.0
     assert encoder_kwargs("paper", "roberta-context")["weights"] == "roberta-large"
-    assert encoder_kwargs("paper", "opensmile")["feature_set"] == "ComParE_2016"
+    assert encoder_kwargs("paper", "opensmile")["feature_set"] == "IS10"  # the CMATH / SUMMER papers' set
     with pytest.raises(ValueError, match="paths="):
         encoder_kwargs("paper", "densenet")
     dn = encoder_kwargs("offline", "densenet", paths={"densenet": "/w/dn.safetensors"}, tiny_root=root)
@@ -463,3 +463,22 @@ def test_context_window_keeps_latest_turns(tmp_path_factory):
     assert "third turn" in dec(one) and "second turn" not in dec(one)
     assert "turn" not in dec(none).replace("now me", "") and dec(none).endswith(none.tokenizer.mask_token)
     assert len({full.fingerprint(), one.fingerprint(), none.fingerprint()}) == 3
+
+
+# Each shipped openSMILE set's size (functionals, low-level descriptors) with opensmile 2.6.0.
+OPENSMILE_SIZES = {"IS09": (384, 16), "IS10": (1582, 38), "IS11": (4368, 59), "IS12": (6125, 64),
+                   "IS13": (6373, 65), "ComParE_2016": (6373, 65), "emobase": (988, 26), "GeMAPSv01b": (62, 18),
+                   "eGeMAPSv02": (88, 25)}
+
+
+def test_every_shipped_opensmile_set_and_its_size(tmp_path: Path) -> None:
+    from extractors.audio import OPENSMILE_SETS
+
+    assert set(OPENSMILE_SETS) == set(OPENSMILE_SIZES)
+    path = tmp_path / "t.wav"
+    sf.write(path, _tone(0.5), SR)
+    for name, (dim, lld) in OPENSMILE_SIZES.items():
+        enc = create_encoder("opensmile", feature_set=name, sequence=True)
+        assert (enc.dim, enc.seq_dim) == (dim, lld), name
+        out = enc.encode([enc.load(EncoderInput("t", audio_path=str(path)))])
+        assert out.vec.shape == (1, dim) and out.seq[0].shape[1] == lld and np.isfinite(out.vec).all(), name

@@ -382,7 +382,7 @@ def test_without_ikd_there_is_no_teacher() -> None:
     assert set(model.param_groups_all()) == {"student"}
     assert not any(c.phi_raw is not None for c in model.student.cross.values())
     out = model(make_batch([3, 2], dims={"audio": 5, "video": 6}), "student")
-    assert set(out.losses) == {"ce", "smooth"}
+    assert set(out.losses) == {"ce"}  # L_smooth^Label is a term of L_IKD (seed formula): it goes with it
     with pytest.raises(KeyError, match="teacher"):
         model(make_batch([3]), "teacher")
 
