@@ -399,6 +399,8 @@ def used_features(config: dict[str, Any]) -> dict[str, str]:
     from pipeline.config import ConfigError
 
     features = {role: col for role, col in dict(config.get("features") or {}).items() if col}
+    if not features:  # e.g. a fine-tuning run: it reads the corpus, no cached feature column
+        return {}
     needed = METHODS.get(config["method"]).roles_needed(dict(config.get("model") or {}))
     if needed is not None:
         absent = sorted(needed - set(features))

@@ -265,6 +265,31 @@ def _sequence_lines(coverage: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _feature_card_lines(config: dict[str, Any], cache: Any, first: dict[str, Any]) -> list[str]:
+    """Run-card sections of a run on cached features: columns, random weights, truncation, paper inputs."""
+    from pipeline.collate import used_features
+
+    lines = ["", "## Features", ""] + _feature_lines(config, cache)
+    random = [col for col in used_features(config).values()
+              if cache.meta.get("columns", {}).get(col, {}).get("random_weights")]
+    lines.append(f"\nFeatures from random weights: {', '.join(random) if random else 'none'}.")
+    lines.append(f"\nTruncated inputs (cache report.json): {_truncation_text(config, cache)}")
+    differ = input_differences(config, cache.meta.get("columns", {}))
+    lines += ["", "## Inputs vs the paper", ""]
+    lines += ([f"- **differs**: {d}" for d in differ] if differ else ["- the same features as the paper's"])
+    return lines + _sequence_lines(first.get("sequence_coverage") or {})
+
+
+def _finetune_lines(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """Run-card section of a fine-tuning run: which encoder, from which weights, with which settings."""
+    block = config.get("encoder") or {}
+    return ["", "## Encoder (fine-tuned end to end)", "",
+            f"- `{block.get('name')}` from profile `{info.get('profile', '?')}`, settings over the profile: "
+            f"{block.get('settings') or 'none'}; head: {config.get('model')}",
+            f"- Samples per split capped at {block['max_samples']} (quick look, not a full run)"
+            if block.get("max_samples") else "- every labelled utterance with text of each split"]
+
+
 def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache: Any, info: dict[str, Any]) -> str:
     first = results[0]
     git = info.get("git", {})
@@ -289,17 +314,10 @@ def run_card(*, results: Sequence[dict[str, Any]], config: dict[str, Any], cache
                      + ", ".join(f"{g} <- `{r}/head.safetensors`" for g, r in info["init"].items()))
     if first["task"] == "regression":
         lines.append(f"- {ACC2_NOTE}")
-    lines += ["", "## Features", ""] + _feature_lines(config, cache)
-    from pipeline.collate import used_features
-
-    random = [col for col in used_features(config).values()
-              if cache.meta.get("columns", {}).get(col, {}).get("random_weights")]
-    lines.append(f"\nFeatures from random weights: {', '.join(random) if random else 'none'}.")
-    lines.append(f"\nTruncated inputs (cache report.json): {_truncation_text(config, cache)}")
-    differ = input_differences(config, cache.meta.get("columns", {}))
-    lines += ["", "## Inputs vs the paper", ""]
-    lines += ([f"- **differs**: {d}" for d in differ] if differ else ["- the same features as the paper's"])
-    lines += _sequence_lines(first.get("sequence_coverage") or {})
+    if cache.meta.get("source") == "corpus":  # a fine-tuning run: no cached features, the encoder is the model
+        lines += _finetune_lines(config, info)
+    else:
+        lines += _feature_card_lines(config, cache, first)
     std = "mean ± sample std over seeds" if len(results) > 1 else "one seed"
     lines += ["", f"## Metrics ({std})", "", metrics_table(results), "", "## Per-stage best dev", ""]
     for r in results:
