@@ -172,6 +172,14 @@ def test_float16_storage(tmp_path):
                                rtol=1e-3)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_two_processes_give_the_same_dataset_as_one(tmp_path):
     """`accelerate launch --num_processes 2` splits the missing rows across ranks, then merges."""
     import os
@@ -185,7 +193,8 @@ def test_two_processes_give_the_same_dataset_as_one(tmp_path):
     base = ["-m", "pipeline", "features", "--corpus", "demo-meld", "--root", str(root),
             "--encoders", "roberta", "opensmile", "--no-progress", "--num-workers", "0"]
     for n, cache in ((1, tmp_path / "one"), (2, tmp_path / "two")):
-        cmd = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"] if n == 2
+        cmd = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--main_process_port", str(_free_port())] if n == 2  # not 29500: two suites on one machine
                else [sys.executable]) + base + ["--cache-root", str(cache)]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
