@@ -70,12 +70,13 @@ demo-data: install
 	$(PY) -m pipeline demo-data --out $(DEMO_DATA)
 
 # CORPUS defaults to demo-meld for features; for train to the method's default_corpus
-# (configs/<method>/base.yaml). Demo corpora and their caches are made on first use.
+# (configs/<method>/base.yaml). Demo corpora and their caches are made on first use; a demo corpus
+# without ROOT is read from $(DEMO_DATA)/<layout> (demo-meld -> $(DEMO_DATA)/meld), where demo-data writes it.
 features: install
-	@corpus="$(or $(CORPUS),demo-meld)"; \
-	if [[ "$$corpus" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$${corpus#demo-}" ]]; then \
-		$(MAKE) --no-print-directory demo-data || exit 1; fi; \
-	$(PY) -m pipeline features --corpus $$corpus $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) \
+	@corpus="$(or $(CORPUS),demo-meld)"; root="$(ROOT)"; \
+	if [[ "$$corpus" == demo-* && -z "$$root" ]]; then root="$(DEMO_DATA)/$${corpus#demo-}"; \
+		if [[ ! -d "$$root" ]]; then $(MAKE) --no-print-directory demo-data || exit 1; fi; fi; \
+	$(PY) -m pipeline features --corpus $$corpus $${root:+--root "$$root"} --profile $(PROFILE) --cache-root $(CACHE) \
 		$(if $(ENCODERS),--encoders $(ENCODERS),)
 
 train: install
