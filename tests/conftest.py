@@ -112,22 +112,30 @@ def demo_mustard_cache(demo_mustard_root, tmp_path_factory) -> Path:
 DIALOGUE_FEATURES = {"text": "text.roberta", "audio": "audio.opensmile", "video": "video.densenet"}
 
 
-def _fused_and_single_modality_runs(method: str, cache: Path, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
-    """``method``'s demo-meld run on all three roles ("fused") and one run per role, each trained once on one
-    thread: {"fused" | role: (run dir, result)}. A single-modality run is the documented override
-    ``--set features='{<role>: <column>}'`` (the model then builds and reads that one role only)."""
+def fused_and_single_modality_runs(method: str, corpus: str, cache: Path, root: Path, features: dict[str, str],
+                                   seed: int | None = None) -> dict[str, tuple[Path, dict]]:
+    """``method``'s ``corpus`` run on all roles of ``features`` ("fused") and one run per role, each trained once
+    on one thread with ``seed`` (default: the config's): {"fused" | role: (run dir, result)}. A single-modality
+    run is the documented override ``--set features='{<role>: <column>}'`` (the model then builds and reads
+    that one role only)."""
     from pipeline.config import load_config
     from pipeline.train import train
 
-    root = tmp_path_factory.mktemp(f"{method}-runs")
-    assert load_config(method, "demo-meld")["features"] == DIALOGUE_FEATURES
+    assert load_config(method, corpus)["features"] == features
     runs: dict[str, tuple[Path, dict]] = {}
-    for name in ("fused", *DIALOGUE_FEATURES):
-        overrides = [] if name == "fused" else [f"features={{{name}: {DIALOGUE_FEATURES[name]}}}"]
-        config = load_config(method, "demo-meld", overrides=overrides)
+    for name in ("fused", *features):
+        overrides = [] if name == "fused" else [f"features={{{name}: {features[name]}}}"]
+        config = load_config(method, corpus, overrides=overrides)
         with one_torch_thread():
-            runs[name] = (root / name, train(config, cache, root / name, seed=config["train"]["seed"]))
+            runs[name] = (root / name, train(config, cache, root / name,
+                                             seed=config["train"]["seed"] if seed is None else seed))
     return runs
+
+
+def _fused_and_single_modality_runs(method: str, cache: Path, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The demo-meld runs of ``method`` with the config's seed (see ``fused_and_single_modality_runs``)."""
+    return fused_and_single_modality_runs(method, "demo-meld", cache, tmp_path_factory.mktemp(f"{method}-runs"),
+                                          DIALOGUE_FEATURES)
 
 
 @pytest.fixture(scope="session")
