@@ -6,6 +6,7 @@
 #   make train METHOD=telme CORPUS=demo-meld SEEDS="0 1 2" SET="stages.fusion.lr=1e-4"
 #   make predict RUN=runs/demo-telme INPUT=clip.mp4 TEXT="transcript" [ARGS="--explain --json p.json"]
 #   make compare CORPUS=demo-meld SEEDS="0 1 2" [EPOCHS=1] [SET="train.eval_batch_size=8"]
+#   paths: CACHE=cache RUNS=runs DEMO_DATA=data/demo (a demo corpus is read from DEMO_DATA/<layout>)
 
 SHELL := /bin/bash
 PYTHON ?= python3
