@@ -7,6 +7,7 @@
 #   make predict RUN=runs/demo-telme INPUT=clip.mp4 TEXT="transcript" [ARGS="--explain --json p.json"]
 #   make compare CORPUS=demo-meld SEEDS="0 1 2" [EPOCHS=1] [SET="train.eval_batch_size=8"]
 #   make finetune ENCODER=roberta-context CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [SET="stages.finetune.lr=1e-5"]
+#   paths: CACHE=cache RUNS=runs DEMO_DATA=data/demo (a demo corpus is read from DEMO_DATA/<layout>)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -79,12 +80,13 @@ demo-data: install
 	$(PY) -m pipeline demo-data --out $(DEMO_DATA)
 
 # CORPUS defaults to demo-meld for features; for train to the method's default_corpus
-# (configs/<method>/base.yaml). Demo corpora and their caches are made on first use.
+# (configs/<method>/base.yaml). Demo corpora and their caches are made on first use; a demo corpus
+# without ROOT is read from $(DEMO_DATA)/<layout> (demo-meld -> $(DEMO_DATA)/meld), where demo-data writes it.
 features: install
-	@corpus="$(or $(CORPUS),demo-meld)"; \
-	if [[ "$$corpus" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$${corpus#demo-}" ]]; then \
-		$(MAKE) --no-print-directory demo-data || exit 1; fi; \
-	$(PY) -m pipeline features --corpus $$corpus $(ROOT_ARG) --profile $(PROFILE) --cache-root $(CACHE) \
+	@corpus="$(or $(CORPUS),demo-meld)"; root="$(ROOT)"; \
+	if [[ "$$corpus" == demo-* && -z "$$root" ]]; then root="$(DEMO_DATA)/$${corpus#demo-}"; \
+		if [[ ! -d "$$root" ]]; then $(MAKE) --no-print-directory demo-data || exit 1; fi; fi; \
+	$(PY) -m pipeline features --corpus $$corpus $${root:+--root "$$root"} --profile $(PROFILE) --cache-root $(CACHE) \
 		$(if $(ENCODERS),--encoders $(ENCODERS),) $(if $(FINETUNED),--finetuned $(FINETUNED),)
 
 train: install
@@ -98,10 +100,10 @@ train: install
 # Fine-tune a text encoder on a corpus (configs/finetune/<encoder>/); then cache it with
 # `make features CORPUS=... FINETUNED=runs/<ft run>` (column <modality>.<encoder>@ft).
 finetune: install
-	@corpus="$(or $(CORPUS),demo-meld)"; \
-	if [[ "$$corpus" == demo-* && -z "$(ROOT)" && ! -d "$(DEMO_DATA)/$${corpus#demo-}" ]]; then \
-		$(MAKE) --no-print-directory demo-data || exit 1; fi; \
-	$(PY) -m pipeline finetune --encoder $(ENCODER) --corpus $$corpus $(ROOT_ARG) --profile $(PROFILE) \
+	@corpus="$(or $(CORPUS),demo-meld)"; root="$(ROOT)"; \
+	if [[ "$$corpus" == demo-* && -z "$$root" ]]; then root="$(DEMO_DATA)/$${corpus#demo-}"; \
+		if [[ ! -d "$$root" ]]; then $(MAKE) --no-print-directory demo-data || exit 1; fi; fi; \
+	$(PY) -m pipeline finetune --encoder $(ENCODER) --corpus $$corpus $${root:+--root "$$root"} --profile $(PROFILE) \
 		$(CONFIG_ARG) $(if $(SEEDS),--seeds $(SEEDS),) --out $(RUNS) $(SET_ARGS)
 
 evaluate: install

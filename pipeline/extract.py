@@ -657,7 +657,7 @@ def _present_encoders(names: list[str], modalities: Sequence[str]) -> list[str]:
 
 def cli(argv: list[str] | None = None) -> int:
     from pipeline.catalog import corpus_entry
-    from pipeline.corpora.base import read_corpus
+    from pipeline.corpora.base import CorpusError, read_corpus
 
     p = argparse.ArgumentParser(prog="python -m pipeline features",
                                 description="Extract features of a corpus into its cache (incremental, resumable).")
@@ -718,7 +718,13 @@ def cli(argv: list[str] | None = None) -> int:
             p.error(f"--set {s!r}: expected ENCODER.KEY=VALUE")
         overrides.setdefault(enc, {})[k] = yaml.safe_load(value)
     entry = corpus_entry(a.corpus, a.root)
-    data = read_corpus(entry.reader, entry.root, **entry.options)
+    try:
+        data = read_corpus(entry.reader, entry.root, **entry.options)
+    except CorpusError as e:  # one line naming the file, no traceback
+        hint = " (write the demo corpora with `python -m pipeline demo-data --out DIR`, then pass --root DIR/<layout>)" \
+            if a.corpus.startswith("demo-") else " (pass --root DIR, or set the root in configs/corpora.yaml)"
+        print(f"error: {e}{hint}", file=sys.stderr)
+        return 2
     data.name = a.corpus
     if a.strict and data.report.of("skip"):
         print(data.report.summary())

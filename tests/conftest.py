@@ -87,16 +87,23 @@ def demo_mosi_cache(demo_root, tmp_path_factory) -> Path:
     return _extract_sequences(demo_root / "mosi", tmp_path_factory, "demo-mosi")
 
 
+# MUStARD demo sizes for the suite: 40 FRIENDS targets (= the speaker-independent test split, so a binary
+# accuracy bound has n = 40 instead of the default 14) and 40 BBT targets (dev = 10% of the non-FRIENDS
+# targets: 5 instead of 3). Context turns have no media, so this costs ~2 s more extraction than the default.
+MUSTARD_SUITE_SIZES = {"FRIENDS": 40, "BBT": 40}
+
+
 @pytest.fixture(scope="session")
 def demo_mustard_root(tmp_path_factory) -> Path:
     from pipeline.corpora.demo import generate_demo
 
-    return generate_demo(tmp_path_factory.mktemp("demo") / "mustard", layout="mustard")
+    return generate_demo(tmp_path_factory.mktemp("demo") / "mustard", layout="mustard",
+                         n_dialogues=MUSTARD_SUITE_SIZES)
 
 
 @pytest.fixture(scope="session")
 def demo_mustard_cache(demo_mustard_root, tmp_path_factory) -> Path:
-    """The MUStARD demo (48 targets, binary) with the same sequence columns as ``demo_mosi_cache``."""
+    """The MUStARD demo (94 targets, binary, balanced) with the same sequence columns as ``demo_mosi_cache``."""
     return _extract_sequences(demo_mustard_root, tmp_path_factory, "demo-mustard")
 
 
@@ -105,22 +112,30 @@ def demo_mustard_cache(demo_mustard_root, tmp_path_factory) -> Path:
 DIALOGUE_FEATURES = {"text": "text.roberta", "audio": "audio.opensmile", "video": "video.densenet"}
 
 
-def _fused_and_single_modality_runs(method: str, cache: Path, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
-    """``method``'s demo-meld run on all three roles ("fused") and one run per role, each trained once on one
-    thread: {"fused" | role: (run dir, result)}. A single-modality run is the documented override
-    ``--set features='{<role>: <column>}'`` (the model then builds and reads that one role only)."""
+def fused_and_single_modality_runs(method: str, corpus: str, cache: Path, root: Path, features: dict[str, str],
+                                   seed: int | None = None) -> dict[str, tuple[Path, dict]]:
+    """``method``'s ``corpus`` run on all roles of ``features`` ("fused") and one run per role, each trained once
+    on one thread with ``seed`` (default: the config's): {"fused" | role: (run dir, result)}. A single-modality
+    run is the documented override ``--set features='{<role>: <column>}'`` (the model then builds and reads
+    that one role only)."""
     from pipeline.config import load_config
     from pipeline.train import train
 
-    root = tmp_path_factory.mktemp(f"{method}-runs")
-    assert load_config(method, "demo-meld")["features"] == DIALOGUE_FEATURES
+    assert load_config(method, corpus)["features"] == features
     runs: dict[str, tuple[Path, dict]] = {}
-    for name in ("fused", *DIALOGUE_FEATURES):
-        overrides = [] if name == "fused" else [f"features={{{name}: {DIALOGUE_FEATURES[name]}}}"]
-        config = load_config(method, "demo-meld", overrides=overrides)
+    for name in ("fused", *features):
+        overrides = [] if name == "fused" else [f"features={{{name}: {features[name]}}}"]
+        config = load_config(method, corpus, overrides=overrides)
         with one_torch_thread():
-            runs[name] = (root / name, train(config, cache, root / name, seed=config["train"]["seed"]))
+            runs[name] = (root / name, train(config, cache, root / name,
+                                             seed=config["train"]["seed"] if seed is None else seed))
     return runs
+
+
+def _fused_and_single_modality_runs(method: str, cache: Path, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The demo-meld runs of ``method`` with the config's seed (see ``fused_and_single_modality_runs``)."""
+    return fused_and_single_modality_runs(method, "demo-meld", cache, tmp_path_factory.mktemp(f"{method}-runs"),
+                                          DIALOGUE_FEATURES)
 
 
 @pytest.fixture(scope="session")
@@ -141,3 +156,26 @@ def single_thread_module():
     ``pytestmark = pytest.mark.usefixtures("single_thread_module")``)."""
     with one_torch_thread():
         yield
+
+
+# --------------------------------------------------------------------------- accuracy bounds for small test splits
+
+def binomial_floor(n: int, p0: float, alpha: float = 0.01) -> int:
+    """The fewest right answers out of ``n`` that a predictor right with probability ``p0`` on each item (a
+    constant or coin-flip predictor: ``p0`` = the majority class share) reaches with probability < ``alpha``:
+    min k with P[Binomial(n, p0) >= k] < alpha. An accuracy test asks for at least this many, so a model
+    that learnt nothing passes it by luck in fewer than 1 run in 1/alpha."""
+    import math
+
+    for k in range(n + 1):
+        if sum(math.comb(n, i) * p0 ** i * (1 - p0) ** (n - i) for i in range(k, n + 1)) < alpha:
+            return k
+    return n + 1
+
+
+def majority_share(labels) -> float:
+    """The share of the most frequent label among the labelled (>= 0) ones: a constant predictor's accuracy."""
+    import collections
+
+    counts = collections.Counter(int(y) for y in labels if int(y) >= 0)
+    return max(counts.values()) / sum(counts.values())

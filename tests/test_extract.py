@@ -195,6 +195,20 @@ def test_float16_storage(tmp_path):
                                rtol=1e-3)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# all six offline encoders (roberta-context reads each turn's history, which can sit on the other rank)
+ENCODER_NAMES = ["roberta", "roberta-context", "data2vec", "timesformer", "opensmile", "densenet"]
+COLUMNS = ["text.roberta", "text.roberta-context", "audio.data2vec", "video.timesformer", "audio.opensmile",
+           "video.densenet"]
+
+
 def test_two_processes_give_the_same_dataset_as_one(tmp_path):
     """`accelerate launch --num_processes 2` splits the missing rows across ranks, then merges."""
     import os
@@ -206,9 +220,10 @@ def test_two_processes_give_the_same_dataset_as_one(tmp_path):
     root = generate_demo(tmp_path / "meld", layout="meld", n_dialogues={"train": 3, "dev": 1, "test": 1})
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="1")
     base = ["-m", "pipeline", "features", "--corpus", "demo-meld", "--root", str(root),
-            "--encoders", "roberta", "opensmile", "--no-progress", "--num-workers", "0"]
+            "--encoders", *ENCODER_NAMES, "--sequence", "roberta", "densenet", "--no-progress", "--num-workers", "0"]
     for n, cache in ((1, tmp_path / "one"), (2, tmp_path / "two")):
-        cmd = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"] if n == 2
+        cmd = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--main_process_port", str(_free_port())] if n == 2  # not 29500: two suites on one machine
                else [sys.executable]) + base + ["--cache-root", str(cache)]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
@@ -217,5 +232,12 @@ def test_two_processes_give_the_same_dataset_as_one(tmp_path):
     a, b = table(tmp_path / "one" / "demo-meld"), table(tmp_path / "two" / "demo-meld")
     for s in a:
         assert list(a[s]["utterance_id"]) == list(b[s]["utterance_id"])
-        for col in ("text.roberta", "audio.opensmile"):
-            np.testing.assert_allclose(a[s][col], b[s][col], rtol=1e-4, atol=1e-5)
+        for col in COLUMNS:  # every column, its missing flags, and the sequences with their lengths
+            np.testing.assert_allclose(a[s][col], b[s][col], rtol=1e-4, atol=1e-5, err_msg=col)
+            if f"{col}.missing" in a[s]:
+                assert list(a[s][f"{col}.missing"]) == list(b[s][f"{col}.missing"]), col
+        for col in ("text.roberta", "video.densenet"):
+            assert list(a[s][f"{col}.seq_len"]) == list(b[s][f"{col}.seq_len"]), col
+            for x, y in zip(a[s][f"{col}.seq"], b[s][f"{col}.seq"]):
+                np.testing.assert_allclose(np.stack(list(x)) if len(x) else np.zeros((0,)),
+                                           np.stack(list(y)) if len(y) else np.zeros((0,)), rtol=1e-4, atol=1e-5)

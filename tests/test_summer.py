@@ -154,6 +154,33 @@ def _guide(b: int, h: int, n: int, seed: int) -> TeacherGuide:
                         cosine=torch.rand(b, h, n, n, generator=g) * 2 - 1)
 
 
+def test_cosine_map_matches_a_hand_computation() -> None:
+    """c[b, h, i, j] = <q_i, k_j> / (|q_i| |k_j|) per head, written out with plain Python floats (the DynAttn
+    checks below use cosine_map as their reference, so it is checked alone here first)."""
+    import math
+
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(2, 2, 3, 4, generator=g), torch.randn(2, 2, 5, 4, generator=g) * 3  # scale must not matter
+    k[1, 0, 2] = 2.5 * q[1, 0, 1]  # parallel: cosine 1
+    k[0, 1, 4] = -0.5 * q[0, 1, 0]  # anti-parallel: cosine -1
+    c = cosine_map(q, k)
+    assert c.shape == (2, 2, 3, 5)
+    for b in range(2):
+        for h in range(2):
+            for i in range(3):
+                for j in range(5):
+                    qi, kj = q[b, h, i].tolist(), k[b, h, j].tolist()
+                    dot = sum(x * y for x, y in zip(qi, kj))
+                    hand = dot / (math.sqrt(sum(x * x for x in qi)) * math.sqrt(sum(y * y for y in kj)))
+                    assert float(c[b, h, i, j]) == pytest.approx(hand, abs=1e-6), (b, h, i, j)
+    assert float(c[1, 0, 1, 2]) == pytest.approx(1.0, abs=1e-6)
+    assert float(c[0, 1, 0, 4]) == pytest.approx(-1.0, abs=1e-6)
+    # per head: head 0's keys never enter head 1's map
+    k2 = k.clone()
+    k2[:, 0] = torch.randn(2, 5, 4, generator=g)
+    assert torch.equal(cosine_map(q, k2)[:, 1], c[:, 1]) and not torch.allclose(cosine_map(q, k2)[:, 0], c[:, 0])
+
+
 def test_dynattn_matches_hand_formula_and_masks_padded_keys() -> None:
     torch.manual_seed(0)
     attn = DynAttn(d_model=8, heads=2, dropout=0.0, threshold=0.5, phi_init=0.3, guided=True).eval()
