@@ -472,6 +472,10 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
             if have is not None:
                 done = set(have.column("key").to_pylist())
         todo = [(k, it) for k, it in zip(keys, items) if k not in done]
+        # Every rank plans from the same shards: none may start writing this column's shards before all have
+        # read them (else a slower rank sees a faster rank's new shard, plans a shorter list, and rows fall
+        # between the slices).
+        state.wait_for_everyone()
         mine = todo[state.process_index::state.num_processes]
         res = compute_missing(encoder, mine, folder, batch_size=settings.batch_size,
                               num_workers=settings.num_workers, shard_size=settings.shard_size, dtype=settings.dtype,
@@ -723,8 +727,7 @@ def cli(argv: list[str] | None = None) -> int:
     except CorpusError as e:  # one line naming the file, no traceback
         hint = " (write the demo corpora with `python -m pipeline demo-data --out DIR`, then pass --root DIR/<layout>)" \
             if a.corpus.startswith("demo-") else " (pass --root DIR, or set the root in configs/corpora.yaml)"
-        print(f"error: {e}{hint}", file=sys.stderr)
-        return 2
+        raise CorpusError(f"{e}{hint}") from None  # the dispatcher prints it as one line, exit 2
     data.name = a.corpus
     if a.strict and data.report.of("skip"):
         print(data.report.summary())

@@ -334,8 +334,11 @@ def test_cli_several_seeds_then_evaluate(cache: Any, config_file: Path, tmp_path
     for s, m in zip((0, 1), per_seed):
         assert _same_metrics(json.loads((run / f"seed-{s}" / "eval.json").read_text())["test"], m["test"])
     capsys.readouterr()
-    assert train_cli(argv) == 2  # the run dir is taken: one line, nothing overwritten
-    assert capsys.readouterr().err.strip() == f"train: {run} already holds a run; use --resume {run} or another --name"
+    from pipeline.__main__ import main
+
+    assert main(["train", *argv]) == 2  # the run dir is taken: one line, nothing overwritten
+    assert capsys.readouterr().err.strip().startswith(
+        f"train: error: {run} already holds a run; use --resume {run} or another --name")
     assert train_cli(["--resume", str(run)]) == 0  # finished seeds are not retrained
     assert json.loads((run / "metrics.json").read_text()) == aggregate
 
