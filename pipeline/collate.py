@@ -496,7 +496,8 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
         raise ConfigError(f"config `features:` roles {unknown or '(none)'} are not roles of method "
                           f"{config['method']!r}: {cls.ROLES}")
     have = cache.meta.get("columns", {})
-    absent = [col for col in features.values() if col not in have]
+    decoded = cls.input_roles(dict(config.get("model") or {}))  # read as decoded inputs (input_encoders)
+    absent = [col for role, col in features.items() if col not in have and role not in decoded]
     if absent:
         raise UnknownName(f"cache {cache.path} has no feature column(s) {', '.join(absent)}; it has: "
                           f"{', '.join(sorted(have)) or '(none)'}. Run `make features` with that encoder, or train "
