@@ -215,3 +215,33 @@ def test_finetune_mode_without_decoded_inputs_is_one_clear_error(demo_meld_cache
     with pytest.raises(UnknownName, match=r"features --corpus demo-meld --encoders --inputs data2vec"):
         _train(demo_meld_cache, tmp_path / "run")
     assert not (tmp_path / "run" / "stage-teacher.safetensors").exists()
+
+
+def test_two_processes_train_the_students(ft_cache: Path, tmp_path: Path) -> None:
+    """`accelerate launch` with 2 CPU processes (gloo) runs the finetune-mode stages through the same trainer."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    epochs = [f"stages.{s}.epochs=1" for s in ("teacher", "student_audio", "student_video", "fusion")]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), "-m", "pipeline", "train", "--method", "telme", "--cache", str(ft_cache), "--config",
+           str(DEMO_FT), "--out", str(tmp_path), "--name", "mp", *[x for e in epochs for x in ("--set", e)]]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "mp" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and np.isfinite(metrics["test"]["accuracy"])
+    teacher = load_file(str(tmp_path / "mp" / "stage-teacher.safetensors"))
+    video = load_file(str(tmp_path / "mp" / "stage-student_video.safetensors"))
+    keys = [k for k in teacher if k.startswith("students.")]
+    assert keys and sum(not torch.equal(teacher[k], video[k]) for k in keys) > len(keys) // 2
