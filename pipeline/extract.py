@@ -67,8 +67,9 @@ def encoder_inputs(records: Sequence[Utterance]) -> list[EncoderInput]:
 
 def modality_input(item: EncoderInput, modality: str) -> EncoderInput:
     """What one modality's encoder gets. ``start``/``end`` are seconds inside the video; a separate
-    audio file (IEMOCAP's sentence wavs) is already cut to the utterance, so its span is dropped."""
-    if modality == "audio" and item.audio_path and item.audio_path != item.video_path:
+    audio file beside a video (IEMOCAP's sentence wavs) is already cut to the utterance, so its span is
+    dropped. Without a video the span is inside the audio file (a recording predict splits with ``--segment``)."""
+    if modality == "audio" and item.audio_path and item.video_path and item.audio_path != item.video_path:
         return dataclasses.replace(item, start=None, end=None)
     return item
 

@@ -14,10 +14,13 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default="demo-meld", help="corpus name from configs/corpora.yaml")
     p.add_argument("--root", default=None, help="corpus root (default: the catalog's)")
     p.add_argument("--report", default=None, help="also write the report as JSON here")
+    p.add_argument("--asr", metavar="MODEL", default=None,
+                   help="fill empty transcripts from the audio with this Whisper (dir or hub id); marked machine-made")
     p.add_argument("--strict", action="store_true", help="stop (exit 2) when any row, line or file was skipped")
     a = p.parse_args(argv)
     entry = corpus_entry(a.corpus, a.root)
-    data = read_corpus(entry.reader, entry.root, **entry.options)
+    options = {**entry.options, **({"asr": a.asr} if a.asr else {})}
+    data = read_corpus(entry.reader, entry.root, **options)
     print(data.report.summary())
     if a.report:
         Path(a.report).write_text(data.report.to_json())
