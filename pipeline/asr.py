@@ -120,16 +120,21 @@ class Transcriber:
         return " ".join(c.text for c in segment_chunks(chunks, duration, min_seconds=0.0))
 
 
-# ------------------------------------------------------------------------------------- corpus option
-def fill_transcripts(data: Any, model: str | Path, transcriber: Transcriber | None = None) -> int:
-    """Give every record of ``data`` (a ``CorpusData``) with an empty transcript and an audio track the
-    ASR's transcript, each a ``fix`` in its report (machine-made) and in ``report.sources``; returns how
-    many were filled. Records whose audio cannot be decoded keep their empty text (a ``skip`` names why)."""
+# ----------------------------------------------------------------------------- filling and splitting
+def as_transcriber(asr: str | Path | Transcriber) -> Transcriber:
+    return asr if isinstance(asr, Transcriber) else Transcriber(asr)
+
+
+def fill_transcripts(records: Sequence[Any], report: Any, asr: str | Path | Transcriber) -> int:
+    """Give every record (``Utterance``) with an empty transcript and an audio track the ASR's transcript of
+    its span, marked machine-made: ``report.sources[id] = "asr:<model>"`` and a ``fix`` per record, then one
+    ``info`` with the count. Returns how many were filled; a record whose audio cannot be decoded keeps its
+    empty text (a ``skip`` says why). One function for corpus readers and predict."""
     from pipeline.extract import encoder_inputs, modality_input
     from pipeline.media import MediaError
 
-    asr = transcriber or Transcriber(model)
-    todo = [r for r in data.records if not r.text.strip() and r.audio_path]
+    asr = as_transcriber(asr)
+    todo = [r for r in records if not r.text.strip() and r.audio_path]
     spans = {it.utterance_id: modality_input(it, "audio") for it in encoder_inputs(todo)}
     filled = 0
     for r in todo:
@@ -137,18 +142,36 @@ def fill_transcripts(data: Any, model: str | Path, transcriber: Transcriber | No
         try:
             text = asr.text(r.audio_path, span.start, span.end)
         except MediaError as e:
-            data.report.add("skip", r.audio_path, f"no transcript and the ASR cannot read the audio: {e}",
-                            utterance_id=r.utterance_id)
+            report.add("skip", r.audio_path, f"no transcript and the ASR cannot read the audio: {e}",
+                       utterance_id=r.utterance_id)
             continue
         r.text = text
-        data.report.sources[r.utterance_id] = asr.source
-        data.report.add("fix", r.audio_path, f"empty transcript filled by ASR ({asr.source}, machine-made)",
-                        utterance_id=r.utterance_id)
+        report.sources[r.utterance_id] = asr.source
+        report.add("fix", r.audio_path, f"empty transcript filled by ASR ({asr.source}, machine-made)",
+                   utterance_id=r.utterance_id)
         filled += 1
-    data.report.add("info", str(model), f"ASR filled {filled} of {len(todo)} missing transcript(s) "
-                                        f"(machine-made, marked {asr.source})")
-    data.report.counts["asr_filled"] = filled
+    report.add("info", asr.model, f"ASR filled {filled} of {len(todo)} missing transcript(s) "
+                                  f"(machine-made, marked {asr.source})")
+    report.counts["asr_filled"] = report.counts.get("asr_filled", 0) + filled
     return filled
+
+
+def split_recording(path: str | Path, asr: str | Path | Transcriber) -> list[Chunk]:
+    """The utterances of one recording (``predict --segment``): the ASR's timestamped chunks of its whole
+    audio, through :func:`segment_chunks`. Raises :class:`AsrError` when the audio cannot be read or the
+    ASR hears no words."""
+    from pipeline.media import MediaError
+
+    asr = as_transcriber(asr)
+    try:
+        chunks, duration = asr.chunks(path)
+    except MediaError as e:
+        raise AsrError(f"{path}: --segment cannot read its audio: {e}") from None
+    segments = segment_chunks(chunks, duration)
+    if not segments:
+        raise AsrError(f"{path}: the ASR ({asr.source}) heard no words to split into utterances; "
+                       f"give the transcript with --text or a sidecar .txt instead")
+    return segments
 
 
 # ------------------------------------------------------------------------------------------ tiny model

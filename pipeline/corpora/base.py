@@ -173,7 +173,7 @@ def read_corpus(name: str, root: str | Path, *, asr: str | None = None, **option
     if asr:
         from pipeline.asr import fill_transcripts
 
-        fill_transcripts(data, asr)
+        fill_transcripts(data.records, data.report, asr)
     return data
 
 
