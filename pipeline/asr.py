@@ -72,11 +72,13 @@ def segment_chunks(chunks: Sequence[Chunk], duration: float, *,
 
 # ---------------------------------------------------------------------------------------- transcriber
 class Transcriber:
-    """One Whisper model, loaded on first use: :meth:`chunks` / :meth:`text` of a media file's audio."""
+    """One Whisper model, loaded on first use: :meth:`chunks` / :meth:`text` of a media file's audio.
+    ``num_beams`` 1 is greedy decoding (fast on a CPU); openai's command line uses 5."""
 
-    def __init__(self, model: str | Path, *, device: str | None = None) -> None:
+    def __init__(self, model: str | Path, *, device: str | None = None, num_beams: int = 1) -> None:
         self.model = str(model)
         self.device = device
+        self.num_beams = num_beams
         self._pipe: Any = None
 
     @property
@@ -86,7 +88,9 @@ class Transcriber:
     def _load(self) -> Any:
         if self._pipe is None:
             from transformers import AutoProcessor, WhisperForConditionalGeneration, pipeline
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # no weight-loading bars between a command's own lines
             try:
                 model = WhisperForConditionalGeneration.from_pretrained(self.model, use_safetensors=True)
                 processor = AutoProcessor.from_pretrained(self.model)
@@ -106,8 +110,9 @@ class Transcriber:
 
         wave = load_audio(path, start=start, end=end, sample_rate=SAMPLE_RATE)
         duration = len(wave) / SAMPLE_RATE
+        long_form = {"chunk_length_s": 30, "batch_size": 1} if duration > 30 else {}  # windows of 30 s
         out = self._load()({"raw": wave, "sampling_rate": SAMPLE_RATE}, return_timestamps=True,
-                           chunk_length_s=30, batch_size=1)
+                           generate_kwargs={"num_beams": self.num_beams}, **long_form)
         chunks = [Chunk(float(c["timestamp"][0] or 0.0), None if c["timestamp"][1] is None else float(c["timestamp"][1]),
                         str(c.get("text") or "")) for c in out.get("chunks") or []]
         if not chunks and str(out.get("text") or "").strip():

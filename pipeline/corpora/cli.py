@@ -22,6 +22,9 @@ def cli(argv: list[str] | None = None) -> int:
     options = {**entry.options, **({"asr": a.asr} if a.asr else {})}
     data = read_corpus(entry.reader, entry.root, **options)
     print(data.report.summary())
+    if a.asr:
+        print(f"ASR {a.asr}: filled {data.report.counts.get('asr_filled', 0)} missing transcript(s), each marked "
+              f"machine-made in the report (fix ... filled by ASR)")
     if a.report:
         Path(a.report).write_text(data.report.to_json())
     if a.strict:
