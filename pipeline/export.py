@@ -58,9 +58,9 @@ def _columns_lines(features: dict[str, Any]) -> list[str]:
     for role, col in features["features"].items():
         c = features["columns"][col]
         weights = (c.get("kwargs") or {}).get("weights") or (c.get("settings") or {}).get("weights")
-        flag = " **random weights (offline stand-in, not a pretrained feature)**" if c.get("random_weights") else ""
+        flag = "**yes** (offline stand-in, not a pretrained feature)" if c.get("random_weights") else "no"
         lines.append(f"| {role} | `{col}` | {c.get('encoder')} v{c.get('version')} | {c.get('profile')} | "
-                     f"{weights or '-'} | {c.get('dim')} | `{c.get('fingerprint')}` |{flag}")
+                     f"{weights or '-'} | {flag} | {c.get('dim')} | `{c.get('fingerprint')}` |")
     return lines
 
 
@@ -110,8 +110,8 @@ def model_card(run: Any, saved: dict[str, Any]) -> str:
                                                                      "a real-valued score (regression)"),
         f"- Modalities of the corpus: {', '.join(run.features.get('modalities') or []) or 'unknown'}", "",
         "## Feature recipe", "",
-        "| role | column | encoder | profile | weights | dim | fingerprint |",
-        "|---|---|---|---|---|---|---|", *_columns_lines(run.features), "",
+        "| role | column | encoder | profile | weights | random weights | dim | fingerprint |",
+        "|---|---|---|---|---|---|---|---|", *_columns_lines(run.features), "",
         "Encoder settings are in `features.json` (`columns.<column>.settings`); the `offline` profile's tiny "
         "encoders are rebuilt from the profile on any machine, other weights must be available where you predict.",
         "", "## Training", "", f"- Method `{method}`, final stage `{saved['final_stage']}`", *stages,
