@@ -34,11 +34,8 @@ def example(demo_root, demo_meld_cache, tmp_path_factory) -> dict:
                                     f"Path({str(demo_meld_cache.parent)!r}), Path({str(runs)!r})")
     before = json.loads((demo_meld_cache / "meta.json").read_text())
     namespace: dict = {"__name__": "readme_example"}
-    import time
-    t0 = time.perf_counter()
     with one_torch_thread():
         exec(compile(code, "README.md (From Python)", "exec"), namespace)
-    print(f"README example: {time.perf_counter() - t0:.1f} s")
     assert json.loads((demo_meld_cache / "meta.json").read_text()) == before  # nothing re-extracted
     return namespace
 
