@@ -118,10 +118,10 @@ def train_argv(method: str | None, corpus: str | None = None, *, cache: str | Pa
 
 def epoch_overrides(method: str, corpus: str | None, epochs: int, config: str | Path | None = None) -> list[str]:
     """``stages.<stage>.epochs=N`` for every stage of the method's config that trains (a quick run)."""
+    from pipeline.compare import stage_epochs
     from pipeline.config import load_config
 
-    stages = load_config(method, corpus, config)["stages"]
-    return [f"stages.{s}.epochs={int(epochs)}" for s in stages if stages[s].get("epochs") != 0]
+    return stage_epochs(load_config(method, corpus, config)["stages"], epochs)
 
 
 def train_method(method: str | None, corpus: str | None = None, *, cache: str | Path | None = None,
