@@ -344,6 +344,10 @@ def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: 
                            "give --asr MODEL (a Whisper dir or hub id)")
     if segment and text is not None:
         raise PredictError("--segment takes the transcript from the ASR; drop --text")
+    if asr is not None:
+        from pipeline.asr import as_transcriber
+
+        asr = as_transcriber(asr)  # one model load for every input
     if not inputs:
         raise PredictError("give at least one INPUT (a media file, a folder with a dialogue CSV, or the CSV)")
     report = ReadReport(corpus="predict", root=", ".join(str(i) for i in inputs))
@@ -378,7 +382,7 @@ def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: 
                                utterance_id=f"{dialogue}_{k}", speaker=speaker, text=_clean_text(c.text),
                                start=round(c.start, 3), end=round(c.end, 3), **fields_)
                      for k, c in enumerate(split_recording(path, asr))]
-            report.sources.update({t.utterance_id: f"asr:{getattr(asr, 'model', asr)}" for t in turns})
+            report.sources.update({t.utterance_id: asr.source for t in turns})
             report.add("info", path, f"dialogue {dialogue}: {len(turns)} utterance(s) split at the ASR's timestamps")
             records += turns
         elif path.is_file():
