@@ -2,7 +2,7 @@
 #   make demo    - the whole chain on the generated demo corpus (data, features, TelME, metrics)
 #   make test    - the test suite
 # Both install what they need first (make install). Variables can be set on the command line:
-#   make features CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [ENCODERS="roberta opensmile"]
+#   make features CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [ENCODERS="roberta opensmile"] [INPUTS="data2vec timesformer"]
 #   make train METHOD=telme CORPUS=demo-meld SEEDS="0 1 2" SET="stages.fusion.lr=1e-4"
 #   make predict RUN=runs/demo-telme INPUT=clip.mp4 TEXT="transcript" [ARGS="--explain --json p.json"]
 #   make compare CORPUS=demo-meld SEEDS="0 1 2" [EPOCHS=1] [SET="train.eval_batch_size=8"]
@@ -52,6 +52,7 @@ EPOCHS ?=
 OUT ?=
 DEMO_DATA ?= data/demo
 FINETUNED ?=
+INPUTS ?=
 
 ROOT_ARG := $(if $(ROOT),--root $(ROOT),)
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
@@ -88,7 +89,8 @@ features: install
 	if [[ "$$corpus" == demo-* && -z "$$root" ]]; then root="$(DEMO_DATA)/$${corpus#demo-}"; \
 		if [[ ! -d "$$root" ]]; then $(MAKE) --no-print-directory demo-data || exit 1; fi; fi; \
 	$(PY) -m pipeline features --corpus $$corpus $${root:+--root "$$root"} --profile $(PROFILE) --cache-root $(CACHE) \
-		$(if $(ENCODERS),--encoders $(ENCODERS),) $(if $(FINETUNED),--finetuned $(FINETUNED),)
+		$(if $(ENCODERS),--encoders $(ENCODERS),) $(if $(FINETUNED),--finetuned $(FINETUNED),) \
+		$(if $(INPUTS),--inputs $(INPUTS),)
 
 train: install
 	@corpus="$(CORPUS)"; \

@@ -160,6 +160,23 @@ class Data2VecEncoder(TorchEncoder, Encoder):
             wave = np.pad(wave, (0, self.min_samples - len(wave)))
         return wave
 
+    def input_settings(self) -> dict[str, Any]:
+        """What shapes ``load``'s output (the decoded input), without the weights: the fingerprint of a
+        decoded-inputs column (``pipeline/inputs.py``), shared by every weights this encoder may carry."""
+        return {"sample_rate": self.sample_rate, "max_seconds": self.max_seconds, "min_samples": self.min_samples}
+
+    def blank_sample(self) -> np.ndarray:
+        """The input of a row without audio (zeros; such rows are flagged missing and left out of losses)."""
+        return np.zeros(self.min_samples, np.float32)
+
+    def input_array(self, sample: np.ndarray) -> np.ndarray:
+        """``load``'s output as the one array a decoded-inputs cache stores (float32 mono waveform)."""
+        return np.asarray(sample, np.float32)
+
+    def sample_from_array(self, array: np.ndarray) -> np.ndarray:
+        """Inverse of ``input_array``: what ``collate`` takes."""
+        return array
+
     def _inputs(self, samples: list[np.ndarray]) -> tuple[Any, Any]:
         """Normalised, right-padded input values [B, N] and their attention mask."""
         import torch
@@ -178,27 +195,42 @@ class Data2VecEncoder(TorchEncoder, Encoder):
             mask[i, :len(x)] = 1
         return values, mask
 
+    def collate(self, samples: list[np.ndarray]) -> dict[str, Any]:
+        """Waveforms (``load``'s output) -> the model's inputs on the CPU: ``input_values`` [B, N] (normalised,
+        right-padded) and ``attention_mask`` [B, N]. ``encode`` and fine-tuning (TelME's audio student) share it."""
+        values, mask = self._inputs(samples)
+        return {"input_values": values, "attention_mask": mask}
+
+    def pooled(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any, list[int]]:
+        """Run ``model`` (this encoder's model, or the same model being fine-tuned) on a ``collate``d batch on
+        the model's device: (feature [B, D] by ``pooling``, last hidden states [B, T, D], valid frames per row).
+        Differentiable: ``encode`` wraps it in ``inference_mode``."""
+        import torch
+
+        values, mask = batch["input_values"], batch["attention_mask"]
+        lengths = model._get_feat_extract_output_lengths(mask.sum(-1)).to(torch.long).tolist()
+        frames = int(model._get_feat_extract_output_lengths(torch.tensor(values.shape[1])))
+        frame_mask = torch.zeros((len(lengths), frames), device=values.device)
+        for i, n in enumerate(lengths):
+            frame_mask[i, :n] = 1
+        self._frame_mask = frame_mask
+        try:
+            out = model(input_values=values.to(next(model.parameters()).dtype), attention_mask=mask)
+        finally:
+            self._frame_mask = None
+        hidden = out.last_hidden_state.float()
+        if self.pooling == "first":
+            vec = hidden[:, 0]
+        else:  # mean over valid frames
+            vec = (hidden * frame_mask.unsqueeze(-1)).sum(1) / frame_mask.sum(1, keepdim=True).clamp(min=1)
+        return vec, hidden, lengths
+
     def encode(self, samples: list[np.ndarray]) -> EncoderOutput:
         import torch
 
+        batch = {k: v.to(self.device) for k, v in self.collate(samples).items()}
         with torch.inference_mode():
-            values, mask = self._inputs(samples)
-            lengths = self.model._get_feat_extract_output_lengths(mask.sum(-1)).to(torch.long).tolist()
-            frames = int(self.model._get_feat_extract_output_lengths(torch.tensor(values.shape[1])))
-            frame_mask = torch.zeros((len(samples), frames), device=self.device)
-            for i, n in enumerate(lengths):
-                frame_mask[i, :n] = 1
-            self._frame_mask = frame_mask
-            try:
-                out = self.model(input_values=values.to(self.device, self.dtype),
-                                 attention_mask=mask.to(self.device))
-            finally:
-                self._frame_mask = None
-            hidden = out.last_hidden_state.float()
-            if self.pooling == "first":
-                vec = hidden[:, 0]
-            else:  # mean over valid frames
-                vec = (hidden * frame_mask.unsqueeze(-1)).sum(1) / frame_mask.sum(1, keepdim=True).clamp(min=1)
+            vec, hidden, lengths = self.pooled(self.model, batch)
             seq = [hidden[i, :n].cpu().numpy() for i, n in enumerate(lengths)] if self.sequence else None
             return EncoderOutput(vec=vec.cpu().numpy().astype(np.float32), seq=seq)
 

@@ -131,13 +131,45 @@ class TimesformerEncoder(FacePolicyMixin, TorchEncoder, Encoder):
     def load(self, item: EncoderInput) -> dict[str, Any]:
         return _load_clip(item, self.num_frames, self.image_size, self.faces)
 
+    def input_settings(self) -> dict[str, Any]:
+        """What shapes ``load``'s output (uint8 frames), without the weights or the normalisation: the
+        fingerprint of a decoded-inputs column (``pipeline/inputs.py``)."""
+        return {"num_frames": self.num_frames, "image_size": self.image_size, **self._face_settings()}
+
+    def blank_sample(self) -> dict[str, Any]:
+        """The input of a row without video (black frames; such rows are flagged missing)."""
+        return {"frames": np.zeros((self.num_frames, self.image_size, self.image_size, 3), np.uint8), "fallbacks": 0}
+
+    def input_array(self, sample: dict[str, Any]) -> np.ndarray:
+        """``load``'s output as the one array a decoded-inputs cache stores: uint8 frames [T, H, W, 3]."""
+        return np.asarray(sample["frames"], np.uint8)
+
+    def sample_from_array(self, array: np.ndarray) -> dict[str, Any]:
+        """Inverse of ``input_array``: what ``collate`` takes."""
+        return {"frames": array, "fallbacks": 0}
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Clips (``load``'s output: uint8 frames) -> ``pixel_values`` [B, T, 3, H, W] on the CPU, normalised.
+        ``encode`` and fine-tuning (TelME's video student) share it."""
+        import torch
+
+        return {"pixel_values": _normalise([s["frames"] for s in samples], self.mean, self.std, "cpu", torch.float32)}
+
+    def pooled(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+        """Run ``model`` (this encoder's, or the same model being fine-tuned) on a ``collate``d batch on its
+        device: (CLS feature [B, D], last hidden states [B, 1 + P*T, D]). Differentiable."""
+        x = batch["pixel_values"].to(next(model.parameters()).dtype)
+        hidden = model(pixel_values=x).last_hidden_state.float()
+        return hidden[:, 0], hidden
+
     def encode(self, samples: list[dict[str, Any]]) -> EncoderOutput:
         import torch
 
+        self._count(samples)
+        batch = {k: v.to(self.device) for k, v in self.collate(samples).items()}
         with torch.inference_mode():
-            x = _normalise(self._count(samples), self.mean, self.std, self.device, self.dtype)
-            hidden = self.model(pixel_values=x).last_hidden_state.float()  # [B, 1 + P*T, D]
-            vec = hidden[:, 0]
+            vec, hidden = self.pooled(self.model, batch)
+            x = batch["pixel_values"]
             seq = None
             if self.sequence:
                 b, t = hidden.shape[0], x.shape[1]

@@ -67,6 +67,13 @@ class Method(nn.Module):
         modalities = model_config.get("modalities")
         return None if modalities is None else set(modalities)
 
+    @classmethod
+    def input_roles(cls, model_config: dict[str, Any]) -> set[str]:
+        """Roles this ``model:`` config trains an ENCODER for: the batch then carries that encoder's inputs
+        (``<role>.<key>`` tensors from the cache's decoded inputs, ``pipeline/inputs.py``) instead of a cached
+        feature vector, and the constructor gets ``encoders={role: Encoder}``. Default: none (cached features)."""
+        return set()
+
     def stages(self) -> list[Stage]:
         return [Stage("main", tuple(self.param_groups_all()))]
 

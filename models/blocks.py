@@ -12,6 +12,8 @@ The losses are unweighted; methods multiply them by their configured weights.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,11 +42,12 @@ def dist_response_loss(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
         raise ValueError(f"response loss needs two [B, C] logit matrices of the same shape, got "
                          f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
-    y_s = torch.softmax(student_logits / tau, dim=1)
-    y_t = torch.softmax(teacher_logits / tau, dim=1)
-    inter = tau ** 2 * (1.0 - pearson_correlation(y_s, y_t, dim=1)).mean()  # eq. (4), L_inter
-    intra = tau ** 2 * (1.0 - pearson_correlation(y_s, y_t, dim=0)).mean()  # eq. (4), L_intra
-    return inter_weight * inter + intra_weight * intra
+    with full_precision(student_logits):
+        y_s = torch.softmax(_wide(student_logits) / tau, dim=1)
+        y_t = torch.softmax(_wide(teacher_logits) / tau, dim=1)
+        inter = tau ** 2 * (1.0 - pearson_correlation(y_s, y_t, dim=1)).mean()  # eq. (4), L_inter
+        intra = tau ** 2 * (1.0 - pearson_correlation(y_s, y_t, dim=0)).mean()  # eq. (4), L_intra
+        return inter_weight * inter + intra_weight * intra
 
 
 def similarity_kl_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, temp: float = 1.0) -> torch.Tensor:
@@ -56,11 +59,23 @@ def similarity_kl_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, t
     if student_feat.dim() != 2 or teacher_feat.dim() != 2 or student_feat.shape[0] != teacher_feat.shape[0]:
         raise ValueError(f"feature loss needs two [B, d] matrices with the same B, got "
                          f"{tuple(student_feat.shape)} and {tuple(teacher_feat.shape)}")
-    t = F.normalize(teacher_feat, p=2, dim=1)
-    s = F.normalize(student_feat, p=2, dim=1)
-    log_p = torch.log_softmax(t @ t.T / temp, dim=1)
-    log_q = torch.log_softmax(t @ s.T / temp, dim=1)
-    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    with full_precision(student_feat):
+        t = F.normalize(_wide(teacher_feat), p=2, dim=1)
+        s = F.normalize(_wide(student_feat), p=2, dim=1)
+        log_p = torch.log_softmax(t @ t.T / temp, dim=1)
+        log_q = torch.log_softmax(t @ s.T / temp, dim=1)
+        return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+
+
+def full_precision(like: torch.Tensor) -> Any:
+    """Autocast off for a loss: under bf16 / fp16 mixed precision the distillation terms are computed in
+    float32 (a KL of nearly equal bf16 distributions comes out negative; correlations lose digits)."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half / bfloat16 tensors; float32 and float64 stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, dropout: float = 0.0,

@@ -1,8 +1,14 @@
 """TelME: Teacher-leading Multimodal fusion network for Emotion recognition in conversation.
 
 Paper: T. Yun, H. Lim, J. Lee, M. Song, NAACL 2024 (arXiv 2401.12987); authors' code yuntaeyang/TelME.
-Spec: ``shared/methods/telme.md``. This file is the spec's *cached mode* (section 2.6 A): the encoders are
-frozen and their features come from the cache, so every stage trains small heads only.
+Spec: ``shared/methods/telme.md``. Two modes, one switch (``model.students``):
+
+* ``cached`` (spec 2.6 A): the encoders are frozen and their features come from the cache, so every stage
+  trains small heads only (the students are projection MLPs over cached audio / video vectors).
+* ``finetune`` (spec 2.6 B, the paper): the students ARE the audio and video encoders (data2vec-audio,
+  TimeSformer) + a linear head, fine-tuned end to end by distillation from the frozen teacher on the
+  cache's decoded inputs (``features --inputs data2vec timesformer``, ``pipeline/inputs.py``); the fusion
+  stage then runs the frozen fine-tuned students. Their weights live in the run's stage safetensors.
 
 Stages, in the paper's order (spec 2.5):
 
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +50,7 @@ __all__ = ["ASF", "ASFOutput", "TelME", "dist_response_loss", "similarity_kl_los
 IGNORE_INDEX = -100
 NORM_EPS = 1e-6  # lambda = min(theta ||h_T|| / (||H|| + 1e-6), 1)
 ATTENTION_MODES = ("batch", "none")
+STUDENT_MODES = ("cached", "finetune")
 STUDENT_ROLES = ("audio", "video")
 
 
@@ -113,6 +120,44 @@ class TeacherHead(ProjectionHead):
     With ``init: {teacher: <finetune run>}`` it starts from the fine-tuned encoder's head (paper stage 1)."""
 
 
+class StudentEncoder(nn.Module):
+    """Finetune-mode student (spec 2.3 [C]): the encoder itself, trained end to end. h_m = its pooled output
+    (data2vec: frame 0 with ``pooling: first`` as the code, or the mean over valid frames; TimeSformer: CLS),
+    z_m = Linear(h_m). No projection, as the code, when the encoder width equals ``hidden`` (768 = 768 in the
+    paper); otherwise a Linear(dim -> hidden) [Ch] so that ASF gets equal widths (the tiny offline encoders).
+
+    The batch holds the encoder's ``collate`` output as ``<role>.<key>`` tensors (``pipeline/collate.py``)."""
+
+    def __init__(self, *, encoder: Any, role: str, hidden: int, num_classes: int,
+                 gradient_checkpointing: bool = False) -> None:
+        super().__init__()
+        self.encoder, self.role = encoder, role  # the Encoder object (not a module): collate / pooled code
+        self.backbone: nn.Module = encoder.model
+        if gradient_checkpointing:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        dim = int(encoder.dim)
+        self.proj: nn.Module = nn.Identity() if dim == hidden else nn.Linear(dim, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters no step can reach (data2vec's mask embedding when SpecAugment is off): kept out of
+        training (DDP requires a gradient for every trained parameter)."""
+        cfg = getattr(self.backbone, "config", None)
+        spec = getattr(self.backbone, "masked_spec_embed", None)
+        active = cfg is not None and getattr(cfg, "apply_spec_augment", False) and (
+            getattr(cfg, "mask_time_prob", 0) > 0 or getattr(cfg, "mask_feature_prob", 0) > 0)
+        return [spec] if isinstance(spec, nn.Parameter) and not active else []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix = f"{self.role}."
+        inputs = {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
+        if not inputs:
+            raise KeyError(f"telme: finetune mode needs the {self.role} encoder's inputs ({prefix}*) in the "
+                           f"batch; it has {sorted(batch)}")
+        h = self.proj(self.encoder.pooled(self.backbone, inputs)[0])
+        return h, self.head(h)
+
+
 class StudentHead(nn.Module):
     """Cached-mode student (spec 2.6 A): h_m = Linear -> GELU -> Dropout -> Linear (x_m), z_m = Linear(h_m)."""
 
@@ -162,7 +207,13 @@ class TelME(Method):
         asf_attention: "batch" (attend over the mini-batch, faithful) or "none" (per sample).
         teacher_dropout: dropout on the cached text feature F_T before the teacher projection.
         teacher_mlp: GELU after the teacher projection.
-        student_dropout: dropout inside the student projection MLP.
+        student_dropout: dropout inside the student projection MLP (cached mode).
+        students: "cached" (projection MLPs over cached vectors) or "finetune" (the encoders, trained).
+        encoders: finetune mode: {"audio": Encoder, "video": Encoder}, given by the trainer from the cache's
+            decoded inputs (``Method.input_roles``).
+        audio_pooling: finetune mode: override the audio encoder's pooling ("first" = frame 0, the code).
+        audio_mask_time_length: finetune mode: data2vec's SpecAugment mask length (the code sets 3).
+        gradient_checkpointing: finetune mode: recompute the student encoders' activations (less memory).
         alpha, beta: weights of L_response and L_feature in the student stages.
         tau: temperature of the response loss.
         feature_temp: temperature T_f of the feature loss.
@@ -175,8 +226,19 @@ class TelME(Method):
     def __init__(self, *, input_dims: dict[str, int], num_classes: int, hidden: int = 768, theta: float = 0.1,
                  asf_heads: int = 3, asf_dropout: float = 0.2, asf_attention: str = "batch",
                  teacher_dropout: float = 0.1, teacher_mlp: bool = False, student_dropout: float = 0.1,
-                 alpha: float = 1.0, beta: float = 1.0, tau: float = 4.0, feature_temp: float = 1.0) -> None:
+                 alpha: float = 1.0, beta: float = 1.0, tau: float = 4.0, feature_temp: float = 1.0,
+                 students: str = "cached", encoders: dict[str, Any] | None = None, audio_pooling: str | None = None,
+                 audio_mask_time_length: int | None = None, gradient_checkpointing: bool = False) -> None:
         super().__init__()
+        if students not in STUDENT_MODES:
+            raise ValueError(f"telme: model.students must be one of {STUDENT_MODES}, got {students!r}")
+        encoders = dict(encoders or {})
+        if students == "finetune" and sorted(encoders) != sorted(STUDENT_ROLES):
+            raise ValueError(f"telme: students=finetune needs the audio and video encoders (from the cache's "
+                             f"decoded inputs); got {sorted(encoders)}")
+        if students == "cached" and encoders:
+            raise ValueError("telme: encoders are given only in students=finetune mode")
+        self.students_mode = students
         missing = [r for r in self.ROLES if r not in input_dims]
         if missing:
             raise ValueError(f"telme: input_dims lacks roles {missing}; got {sorted(input_dims)}")
@@ -186,11 +248,28 @@ class TelME(Method):
         self.alpha, self.beta, self.tau, self.feature_temp = alpha, beta, tau, feature_temp
         self.teacher = TeacherHead(in_dim=self.input_dims["text"], hidden=hidden, num_classes=num_classes,
                                    dropout=teacher_dropout, use_mlp=teacher_mlp)
-        self.students = nn.ModuleDict({
-            r: StudentHead(in_dim=self.input_dims[r], hidden=hidden, num_classes=num_classes, dropout=student_dropout)
-            for r in STUDENT_ROLES})
+        if students == "finetune":
+            if audio_pooling is not None:
+                encoders["audio"].pooling = audio_pooling  # type: ignore[attr-defined]
+            if audio_mask_time_length is not None:
+                encoders["audio"].model.config.mask_time_length = int(audio_mask_time_length)
+            self.students = nn.ModuleDict({
+                r: StudentEncoder(encoder=encoders[r], role=r, hidden=hidden, num_classes=num_classes,
+                                  gradient_checkpointing=gradient_checkpointing) for r in STUDENT_ROLES})
+        else:
+            self.students = nn.ModuleDict({
+                r: StudentHead(in_dim=self.input_dims[r], hidden=hidden, num_classes=num_classes,
+                               dropout=student_dropout) for r in STUDENT_ROLES})
         self.asf = ASF(hidden=hidden, num_classes=num_classes, theta=theta, heads=asf_heads,
                        dropout=asf_dropout, attention=asf_attention)
+
+    @classmethod
+    def input_roles(cls, model_config: dict[str, Any]) -> set[str]:
+        return set(STUDENT_ROLES) if model_config.get("students", "cached") == "finetune" else set()
+
+    def param_groups(self, stage: Stage) -> list[nn.Parameter]:
+        unused = {id(p) for m in self.students.values() if isinstance(m, StudentEncoder) for p in m.unused_parameters()}
+        return [p for p in super().param_groups(stage) if id(p) not in unused]
 
     def stages(self) -> list[Stage]:
         return [Stage("teacher", ("teacher",), modality="text"),
@@ -227,7 +306,7 @@ class TelME(Method):
                       labels: torch.Tensor | None) -> MethodOutput:
         with _frozen(self.teacher):
             h_t, z_t = self.teacher(text)
-        h_s, z_s = self.students[role](self._input(batch, role))
+        h_s, z_s = self._student(batch, role)
         keep = torch.ones(z_s.shape[0], dtype=torch.bool, device=z_s.device)
         if batch.get(f"{role}_missing") is not None:
             keep &= ~batch[f"{role}_missing"].to(device=z_s.device, dtype=torch.bool)
@@ -243,12 +322,20 @@ class TelME(Method):
             losses["response"] = losses["feature"] = z_s.sum() * 0.0
         return MethodOutput(logits=z_s, losses=losses)
 
+    def _student(self, batch: dict[str, torch.Tensor], role: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h_m, z_m) of one student: over the cached vector, or the fine-tuned encoder over its inputs."""
+        student = self.students[role]
+        if isinstance(student, StudentEncoder):
+            h, z = student(batch)
+            return h.to(self.teacher.proj.weight.dtype), z
+        return student(self._input(batch, role))
+
     def _fusion_step(self, batch: dict[str, torch.Tensor], text: torch.Tensor,
                      labels: torch.Tensor | None) -> MethodOutput:
         with _frozen(self.teacher, self.students):
             h_t, _ = self.teacher(text)
-            h_a, _ = self.students["audio"](self._input(batch, "audio"))
-            h_v, _ = self.students["video"](self._input(batch, "video"))
+            h_a, _ = self._student(batch, "audio")
+            h_v, _ = self._student(batch, "video")
         out = self.asf(h_t, h_a, h_v)
         losses = {} if labels is None else {"ce": _cross_entropy(out.logits, labels)}
         return MethodOutput(logits=out.logits, losses=losses, extras={"gate": out.gate, "lambda": out.lam})

@@ -60,11 +60,13 @@ def run_extraction(corpus: str, root: str | Path | None = None, *, profile: str 
                    sequence: Sequence[str] | None = None, dtype: str = "float32", batch_size: int = 16,
                    num_workers: int = 2, shard_size: int = 256, precision: str = "no",
                    encoder_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                   finetuned: Sequence[str | Path] = (), tag: str | None = None, asr: str | None = None,
+                   finetuned: Sequence[str | Path] = (), tag: str | None = None, inputs: Sequence[str] = (),
+                   asr: str | None = None,
                    strict: bool = False, wait: bool = True, progress: bool = True) -> Extraction:
     """Read ``corpus`` and fill its cache ``<cache_root>/<corpus>`` (``python -m pipeline features``):
     the corpus' catalog encoders (less those of absent modalities) unless ``encoders`` names them, plus
-    one column per fine-tuned run in ``finetuned``. ``strict`` stops (``CorpusError``) when the reader
+    one column per fine-tuned run in ``finetuned``, and the decoded inputs of the encoders in ``inputs``
+    (for fine-tuning them, e.g. TelME's students). ``strict`` stops (``CorpusError``) when the reader
     skipped anything. Raises ``CacheLocked`` when ``wait`` is False and another writer holds the cache."""
     from pipeline.catalog import corpus_entry
     from pipeline.corpora.base import CorpusError
@@ -89,7 +91,7 @@ def run_extraction(corpus: str, root: str | Path | None = None, *, profile: str 
     settings = ExtractSettings(encoders=list(names) + tuned, profile=profile, dtype=dtype, batch_size=batch_size,
                                num_workers=num_workers, shard_size=shard_size, sequence=seq, precision=precision,
                                encoder_overrides={k: dict(v) for k, v in (encoder_overrides or {}).items()},
-                               progress=progress)
+                               progress=progress, inputs=list(inputs))
     cache_dir = Path(cache_root) / corpus
     return Extraction(data=data, cache_dir=cache_dir, report=extract(data, cache_dir, settings, wait=wait))
 

@@ -29,7 +29,7 @@ corpus that does not fit, replace ``_read_columns`` by a per-batch ``split.selec
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,9 +56,20 @@ class SplitDataset(Dataset):
     and split in error messages.
     """
 
+    SUPPORTS_INPUTS = False  # can serve decoded encoder inputs (``inputs``) for roles an encoder is trained on
+
     def __init__(self, *, split: Any, features: dict[str, str], task: str, label_column: str = "label",
-                 max_len: int | None = None, seq_policy: Any = None, source: str = "cache") -> None:
-        if not features:
+                 max_len: int | None = None, seq_policy: Any = None, source: str = "cache",
+                 inputs: dict[str, tuple[str, Any, Any]] | None = None) -> None:
+        """``inputs``: role -> (column, ``pipeline.inputs.InputStore``, encoder) for the roles a method feeds
+        as DECODED INPUTS to an encoder it trains (``Method.input_roles``); those roles are then not read as
+        feature vectors, and the batch carries ``<role>.<key>`` = the encoder's ``collate`` of the rows."""
+        inputs = dict(inputs or {})
+        if inputs and not self.SUPPORTS_INPUTS:
+            raise ValueError(f"{source}: {type(self).__name__} cannot feed decoded encoder inputs "
+                             f"(roles {sorted(inputs)}); only utterance granularity can")
+        features = {r: c for r, c in features.items() if r not in inputs}
+        if not features and not inputs:
             raise ValueError(f"{source}: no feature roles given (config `features:` is empty)")
         self.features = dict(features)
         self.task = task
@@ -82,6 +93,17 @@ class SplitDataset(Dataset):
         self.position = cols["position"].astype(np.int64)
         self.speaker_name = [str(s) for s in cols["speaker"]]
         self.missing = {role: self._missing(split, col, n) for role, col in self.features.items()}
+        self.inputs: dict[str, tuple[Any, Any]] = {}  # role -> (store, encoder)
+        self.input_keys: dict[str, list[str]] = {}
+        for role, (col, store, encoder) in inputs.items():
+            from pipeline.inputs import KEY_SUFFIX, MISSING_SUFFIX
+
+            key_col = f"{col}{KEY_SUFFIX}"
+            self._require(key_col, what="decoded-inputs column (run `features --inputs ...`)")
+            cols = self._read_columns(split, [key_col, f"{col}{MISSING_SUFFIX}"])
+            self.input_keys[role] = [str(k) for k in cols[key_col]]
+            self.missing[role] = torch.from_numpy(cols[f"{col}{MISSING_SUFFIX}"].astype(bool))
+            self.inputs[role] = (store, encoder)
         self._load_features(split)
 
     # -- reading -------------------------------------------------------------------------------
@@ -114,8 +136,20 @@ class SplitDataset(Dataset):
             self.vectors[role] = vec
 
     def input_dims(self) -> dict[str, int]:
-        """Feature size per role (what a method's ``input_dims`` receives)."""
-        return {role: int(vec.shape[1]) for role, vec in self.vectors.items()}
+        """Feature size per role (what a method's ``input_dims`` receives; an input role: its encoder's dim)."""
+        dims = {role: int(vec.shape[1]) for role, vec in self.vectors.items()}
+        dims.update({role: int(encoder.dim) for role, (_, encoder) in self.inputs.items()})
+        return dims
+
+    def _decoded(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``<role>.<key>`` tensors of the decoded-input roles for ``rows`` (blank input where missing)."""
+        out: dict[str, torch.Tensor] = {}
+        for role, (store, encoder) in self.inputs.items():
+            keys, missing = self.input_keys[role], self.missing[role]
+            samples = [encoder.blank_sample() if bool(missing[r]) else encoder.sample_from_array(store.get(keys[r]))
+                       for r in rows.tolist()]
+            out.update({f"{role}.{k}": v for k, v in encoder.collate(samples).items()})
+        return out
 
     # -- torch Dataset ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -141,6 +175,8 @@ class SplitDataset(Dataset):
 class UtteranceDataset(SplitDataset):
     """One item per labelled utterance."""
 
+    SUPPORTS_INPUTS = True
+
     def _load_features(self, split: Any) -> None:
         super()._load_features(split)
         self.rows = torch.nonzero(self.labelled, as_tuple=False).flatten()
@@ -152,6 +188,7 @@ class UtteranceDataset(SplitDataset):
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = self.rows[torch.as_tensor(indices, dtype=torch.long)]
         batch = {role: vec[rows] for role, vec in self.vectors.items()}
+        batch.update(self._decoded(rows))
         batch.update({f"{role}_missing": m[rows] for role, m in self.missing.items()})
         batch.update(self._targets(rows))
         return batch
@@ -372,11 +409,12 @@ class SequenceDataset(SplitDataset):
 
 def build_split_dataset(split: Any, *, granularity: str, features: dict[str, str], task: str,
                         label_column: str = "label", max_len: int | None = None, seq_policy: Any = None,
-                        source: str = "cache") -> SplitDataset:
-    """The dataset of one cached split for a method's granularity (``seq_policy``: sequence only)."""
+                        source: str = "cache", inputs: dict[str, tuple[str, Any, Any]] | None = None) -> SplitDataset:
+    """The dataset of one cached split for a method's granularity (``seq_policy``: sequence only;
+    ``inputs``: decoded encoder inputs, see ``SplitDataset``)."""
     cls = GRANULARITIES.get(granularity)
     return cls(split=split, features=features, task=task, label_column=label_column, max_len=max_len,
-               seq_policy=seq_policy, source=source)
+               seq_policy=seq_policy, source=source, inputs=inputs)
 
 
 @dataclass
@@ -388,6 +426,7 @@ class RunData:
     num_classes: int
     label_names: list[str]
     task: str
+    encoders: dict[str, Any] = field(default_factory=dict)  # role -> encoder the method trains (input roles)
 
 
 def used_features(config: dict[str, Any]) -> dict[str, str]:
@@ -411,8 +450,37 @@ def used_features(config: dict[str, Any]) -> dict[str, str]:
     return features
 
 
-def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPLITS) -> RunData:
-    """Build the split datasets the config's method needs (checks roles, task and label set)."""
+def input_encoders(config: dict[str, Any], cache: Any, features: dict[str, str],
+                   encoders: dict[str, Any] | None = None) -> dict[str, tuple[str, Any, Any]]:
+    """role -> (column, ``InputStore``, encoder) for the roles the method feeds as decoded inputs to an
+    encoder it trains (``Method.input_roles(model config)``, e.g. TelME's students in finetune mode). The
+    encoder is rebuilt from the decoded-inputs column's saved settings (``encoders`` reuses given ones)."""
+    import models  # noqa: F401
+    from models.base import METHODS
+    from pipeline.errors import UnknownName
+    from pipeline.inputs import InputStore, build_input_encoder, inputs_meta
+
+    roles = METHODS.get(config["method"]).input_roles(dict(config.get("model") or {}))
+    out: dict[str, tuple[str, Any, Any]] = {}
+    have = inputs_meta(cache)
+    for role in sorted(roles & set(features)):
+        col = features[role]
+        if col not in have:
+            enc = col.split(".", 1)[-1].split("@")[0]
+            raise UnknownName(f"cache {cache.path} has no decoded inputs for {col} (role {role!r} is fine-tuned "
+                              f"from its encoder's inputs); run `python -m pipeline features --corpus "
+                              f"{cache.meta.get('corpus')} --encoders --inputs {enc}`; it has: "
+                              f"{', '.join(sorted(have)) or '(none)'}")
+        encoder = (encoders or {}).get(role) or build_input_encoder(col, have[col])
+        out[role] = (col, InputStore(cache.path, col, have[col]), encoder)
+    return out
+
+
+def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPLITS,
+                 encoders: dict[str, Any] | None = None) -> RunData:
+    """Build the split datasets the config's method needs (checks roles, task and label set). Roles the
+    method trains an encoder for read the cache's decoded inputs (``input_encoders``; ``encoders`` reuses
+    already built encoders for them)."""
     import models  # noqa: F401  (registers the methods)
     from models.base import METHODS
     from pipeline.config import ConfigError
@@ -428,7 +496,8 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
         raise ConfigError(f"config `features:` roles {unknown or '(none)'} are not roles of method "
                           f"{config['method']!r}: {cls.ROLES}")
     have = cache.meta.get("columns", {})
-    absent = [col for col in features.values() if col not in have]
+    decoded = cls.input_roles(dict(config.get("model") or {}))  # read as decoded inputs (input_encoders)
+    absent = [col for role, col in features.items() if col not in have and role not in decoded]
     if absent:
         raise UnknownName(f"cache {cache.path} has no feature column(s) {', '.join(absent)}; it has: "
                           f"{', '.join(sorted(have)) or '(none)'}. Run `make features` with that encoder, or train "
@@ -441,6 +510,7 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
         label_names = list(sets[label_set])
     else:
         label_names = []
+    inputs = input_encoders(config, cache, features, encoders)
     data = {}
     for split in splits:
         if split not in cache.dataset:
@@ -448,10 +518,11 @@ def prepare_data(config: dict[str, Any], cache: Any, splits: Sequence[str] = SPL
         data[split] = build_split_dataset(cache.dataset[split], granularity=cls.GRANULARITY, features=features,
                                           task=task, label_column=label_column(label_set),
                                           max_len=int(config["train"]["max_len"]),
-                                          seq_policy=config["train"].get("seq_policy"), source=f"{cache.path} [{split}]")
+                                          seq_policy=config["train"].get("seq_policy"), source=f"{cache.path} [{split}]",
+                                          inputs=inputs)
     first = next(iter(data.values()))
     return RunData(splits=data, input_dims=first.input_dims(), num_classes=max(1, len(label_names)),
-                   label_names=label_names, task=task)
+                   label_names=label_names, task=task, encoders={r: enc for r, (_, _, enc) in inputs.items()})
 
 
 def make_loader(dataset: SplitDataset, *, batch_size: int, shuffle: bool = False,

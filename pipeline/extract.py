@@ -44,6 +44,8 @@ from pipeline.cache import (DATASET_KEY, META_FILE, CacheLock, current_version, 
 from pipeline.corpora.base import CorpusData, Utterance
 
 SHARDS_DIR = "shards"
+INPUTS_DIR = "inputs"  # decoded inputs (pipeline/inputs.py): inputs/<col>/<fingerprint>/shard-*.arrow
+INPUTS_META = "inputs"  # their meta.json section
 META_COLUMNS = ("utterance_id", "dialogue_id", "position", "speaker", "text", "split", "label", "label_name",
                 "score", "video_path", "audio_path", "start", "end", "video_side")
 MEDIA_FIELDS = {"audio": "audio_path", "video": "video_path"}
@@ -215,6 +217,28 @@ def die_with_parent(parent_pid: int, worker_id: int | None = None) -> None:
         os._exit(1)
 
 
+class FeatureRows:
+    """Row format of feature shards: ``vec`` [dim] (+ ``seq`` [T, seq_dim]) from ``encoder.encode``. An encoder
+    with another row format says so with ``shard_rows(dtype, sequence)`` (e.g. ``pipeline.inputs.InputRows``)."""
+
+    def __init__(self, dtype: str, sequence: bool) -> None:
+        self.dtype, self.sequence = dtype, sequence
+
+    def rows(self, encoder: Encoder, samples: list[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        out = encoder.encode(samples)
+        if self.sequence and out.seq is None:
+            raise RuntimeError(f"encoder {encoder.name} was asked for sequences but returned none")
+        return [(np.asarray(out.vec[j], np.float32), np.asarray(out.seq[j], np.float32) if self.sequence else None)
+                for j in range(len(samples))]
+
+    def blank(self, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(encoder.dim, np.float32), np.zeros((0, 0), np.float32)
+
+    def table(self, keys: list[str], rows: list[Any], missing: list[bool], reasons: list[str]):
+        return shard_table(keys, np.stack([r[0] for r in rows]), missing, reasons,
+                           [r[1] for r in rows] if self.sequence else None, self.dtype)
+
+
 def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], folder: Path, *, batch_size: int,
                     num_workers: int, shard_size: int, dtype: str, sequence: bool, tag: str = "r0",
                     progress: bool = True) -> dict[str, Any]:
@@ -223,12 +247,13 @@ def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], fol
     from tqdm.auto import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
+    fmt = encoder.shard_rows(dtype, sequence) if hasattr(encoder, "shard_rows") else FeatureRows(dtype, sequence)
     loader = torch.utils.data.DataLoader(_LoadDataset(encoder, items), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, collate_fn=_collate,
                                          persistent_workers=False, prefetch_factor=4 if num_workers else None,
                                          worker_init_fn=functools.partial(die_with_parent, os.getpid())
                                          if num_workers else None)
-    buf: dict[str, list] = {"keys": [], "vecs": [], "missing": [], "reasons": [], "seqs": []}
+    buf: dict[str, list] = {"keys": [], "rows": [], "missing": [], "reasons": []}
     skipped: list[str] = []
     n_written = 0
 
@@ -236,8 +261,7 @@ def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], fol
         nonlocal n_written
         if not buf["keys"]:
             return
-        table = shard_table(buf["keys"], np.stack(buf["vecs"]), buf["missing"], buf["reasons"],
-                            buf["seqs"] if sequence else None, dtype)
+        table = fmt.table(buf["keys"], buf["rows"], buf["missing"], buf["reasons"])
         _write_arrow_atomic(table, folder / f"shard-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.arrow")
         n_written += len(buf["keys"])
         for v in buf.values():
@@ -245,26 +269,19 @@ def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], fol
 
     bar = tqdm(total=len(items), desc=f"{encoder.modality}.{encoder.name}", unit="utt", disable=not progress)
     for batch in loader:
-        ok = [(k, s) for k, s in batch if not isinstance(s, _Failed)]
-        out = encoder.encode([s for _, s in ok]) if ok else None
-        j = 0
+        ok = [s for _, s in batch if not isinstance(s, _Failed)]
+        rows = iter(fmt.rows(encoder, ok) if ok else [])
         for k, s in batch:
             buf["keys"].append(k)
             if isinstance(s, _Failed):
-                buf["vecs"].append(np.zeros(encoder.dim, np.float32))
+                buf["rows"].append(fmt.blank(encoder))
                 buf["missing"].append(True)
                 buf["reasons"].append(s.reason)
-                buf["seqs"].append(np.zeros((0, 0), np.float32))
                 skipped.append(s.reason)
             else:
-                buf["vecs"].append(np.asarray(out.vec[j], np.float32))
+                buf["rows"].append(next(rows))
                 buf["missing"].append(False)
                 buf["reasons"].append("")
-                if sequence:
-                    if out.seq is None:
-                        raise RuntimeError(f"encoder {encoder.name} was asked for sequences but returned none")
-                    buf["seqs"].append(np.asarray(out.seq[j], np.float32))
-                j += 1
             if len(buf["keys"]) >= shard_size:
                 flush()
         bar.update(len(batch))
@@ -301,8 +318,10 @@ def metadata_columns(records: Sequence[Utterance], extra_sets: Iterable[str]) ->
 
 
 def build_split_table(records: Sequence[Utterance], keys_by_column: dict[str, list[str]],
-                      shards: dict[str, Any], extra_sets: Sequence[str]):
-    """Metadata + every feature column for one split, rows in record order."""
+                      shards: dict[str, Any], extra_sets: Sequence[str],
+                      inputs: dict[str, tuple[list[str], Any]] | None = None):
+    """Metadata + every feature column for one split, rows in record order; for each decoded-inputs column
+    (``inputs``: column -> (row keys, shards)) its ``<col>.input_key`` and ``<col>.input_missing``."""
     import pyarrow as pa
 
     table = pa.table(metadata_columns(records, extra_sets))
@@ -322,6 +341,15 @@ def build_split_table(records: Sequence[Utterance], keys_by_column: dict[str, li
         if "seq" in sub.column_names:
             table = table.append_column(f"{col}.seq", sub.column("seq"))
             table = table.append_column(f"{col}.seq_len", sub.column("seq_len"))
+    for col, (keys, shard) in (inputs or {}).items():
+        from pipeline.inputs import KEY_SUFFIX, MISSING_SUFFIX
+
+        missing = dict(zip(shard.column("key").to_pylist(), shard.column("missing").to_pylist()))
+        absent = [k for k in keys if k not in missing]
+        if absent:
+            raise RuntimeError(f"decoded inputs {col}: {len(absent)} rows have no shard (extraction incomplete)")
+        table = table.append_column(f"{col}{KEY_SUFFIX}", pa.array(keys, pa.string()))
+        table = table.append_column(f"{col}{MISSING_SUFFIX}", pa.array([missing[k] for k in keys], pa.bool_()))
     return table
 
 
@@ -338,6 +366,7 @@ class ExtractSettings:
     precision: str = "no"  # no | bf16 | fp16 (encoder compute on GPU)
     encoder_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     progress: bool = True
+    inputs: list[Any] = dataclasses.field(default_factory=list)  # encoders whose DECODED INPUTS to cache
 
 
 def process_state():
@@ -433,9 +462,9 @@ def clean_leftovers(cache_dir: Path) -> list[Path]:
     """Remove what killed writers left (the caller holds the lock): temp files and folders in the cache
     root and the shard folders, and dataset versions other than the current and the previous one."""
     gone = stale_entries(cache_dir)
-    root = cache_dir / SHARDS_DIR
-    if root.is_dir():
-        gone += [p for p in root.rglob("*") if p.name.endswith(".tmp") and p.is_file()]
+    for root in (cache_dir / SHARDS_DIR, cache_dir / INPUTS_DIR):
+        if root.is_dir():
+            gone += [p for p in root.rglob("*") if p.name.endswith(".tmp") and p.is_file()]
     for p in gone:
         remove(p)
     return gone
@@ -447,13 +476,21 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
     items = encoder_inputs(records)
     old_meta = json.loads((cache_dir / META_FILE).read_text()) if (cache_dir / META_FILE).exists() else {}
     old_columns: dict[str, Any] = dict(old_meta.get("columns", {}))
+    old_inputs: dict[str, Any] = dict(old_meta.get(INPUTS_META, {}))
     columns: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, dict[str, Any]] = {}
     keys_by_column: dict[str, list[str]] = {}
+    keys_by_input: dict[str, list[str]] = {}
     report_cols: dict[str, Any] = {}
 
-    for spec in settings.encoders:
+    from pipeline.inputs import DecodedInputs
+
+    jobs = [(spec, False) for spec in settings.encoders] + [(spec, True) for spec in settings.inputs]
+    for spec, decoded in jobs:
         t_enc = time.perf_counter()
         encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, settings)
+        if decoded and not isinstance(encoder, DecodedInputs):
+            encoder = DecodedInputs(encoder)
         name = encoder.name
         device = state.device
         dtype = None
@@ -464,9 +501,9 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
         encoder.to(device, dtype)
         col = column_name(encoder)
         fp = encoder.fingerprint()
-        folder = cache_dir / SHARDS_DIR / col / fp
+        folder = cache_dir / (INPUTS_DIR if decoded else SHARDS_DIR) / col / fp
         keys = [row_key(it, encoder.modality, encoder.uses_history) for it in items]
-        keys_by_column[col] = keys
+        (keys_by_input if decoded else keys_by_column)[col] = keys
         done = set()
         if folder.is_dir():
             have = load_shards(folder)
@@ -483,41 +520,32 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
                               sequence=name in settings.sequence, tag=f"r{state.process_index}",
                               progress=settings.progress and state.is_local_main_process)
         state.wait_for_everyone()
-        columns[col] = {"encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
+        (inputs if decoded else columns)[col] = {
+                        "encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
                         "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
                         "dtype": settings.dtype, "sequence": name in settings.sequence,
                         "uses_history": bool(encoder.uses_history), "profile": settings.profile,
                         "kwargs": getattr(encoder, "init_kwargs", None),
                         "finetuned_from": getattr(encoder, "finetuned_from", None)}
-        report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
+        report_cols[col + (" (inputs)" if decoded else "")] = {"encoder": name, "kind": "inputs" if decoded else "features",
+                            "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
                             "computed": len(todo), "random_weights": bool(encoder.random_weights),
                             "seconds": round(time.perf_counter() - t_enc, 2),
                             "skipped_this_rank": res["skipped"], **encoder.report_counts()}
         if state.is_main_process:
-            report_cols[col]["truncated"] = truncation_summary(encoder, items)
+            report_cols[col + (" (inputs)" if decoded else "")]["truncated"] = truncation_summary(encoder, items)
         del encoder
 
-    # Columns from earlier runs that were not asked for this time stay in the cache (incremental).
-    for col, info in old_columns.items():
-        if col in columns:
-            continue
-        folder = cache_dir / SHARDS_DIR / col / info["fingerprint"]
-        have = load_shards(folder)
-        if have is None:
-            continue
-        modality = col.split(".", 1)[0]
-        keys = [row_key(it, modality, bool(info.get("uses_history"))) for it in items]
-        if set(keys) <= set(have.column("key").to_pylist()):
-            columns[col] = info
-            keys_by_column[col] = keys
-        else:  # the corpus changed since: this column would have holes, so it is dropped (and said)
-            report_cols[col] = {"encoder": info.get("encoder"), "dropped": "corpus changed; re-run with this encoder",
-                                "fingerprint": info["fingerprint"], "dim": info["dim"], "computed": 0, "reused": 0,
-                                "random_weights": info.get("random_weights", False), "seconds": 0.0}
+    # Columns (and decoded inputs) from earlier runs that were not asked for this time stay (incremental).
+    for old, now, keys_of, root in ((old_columns, columns, keys_by_column, SHARDS_DIR),
+                                    (old_inputs, inputs, keys_by_input, INPUTS_DIR)):
+        _keep_earlier(cache_dir / root, items, old, now, keys_of, report_cols)
 
     meta = {"corpus": data.name, "task": data.task, "label_sets": data.label_sets,
             "modalities": list(data.modalities), "records_fingerprint": records_fingerprint(records),
             "columns": columns, "num_rows": {s: len(data.split(s)) for s in data.splits()}}
+    if inputs:
+        meta[INPUTS_META] = inputs
     report: dict[str, Any] = {"corpus": data.name, "cache": str(cache_dir), "columns": report_cols}
     meta = json.loads(json.dumps(meta))  # normalise (tuples -> lists) so re-runs compare equal
     if state.is_main_process:
@@ -527,14 +555,37 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
                      and all(c["computed"] == 0 for c in report_cols.values())
                      and current is not None and (cache_dir / current).is_dir())
         if not unchanged:
-            _merge_and_save(data, cache_dir, columns, keys_by_column, meta)
+            _merge_and_save(data, cache_dir, columns, keys_by_column, meta, inputs, keys_by_input)
         report.update(_skips_from_shards(cache_dir, columns, keys_by_column, items))
+        report["skipped"].update({f"{c} (inputs)": v for c, v in _skips_from_shards(
+            cache_dir, inputs, keys_by_input, items, root=INPUTS_DIR)["skipped"].items()})
         report["rewrote_dataset"] = not unchanged
         report["seconds"] = round(time.perf_counter() - t0, 2)
         report["reader"] = json.loads(data.report.to_json())
         write_text_atomic(cache_dir / "report.json", json.dumps(report, indent=2))
     state.wait_for_everyone()
     return report
+
+
+def _keep_earlier(root: Path, items: list[EncoderInput], old: dict[str, Any], now: dict[str, Any],
+                  keys_of: dict[str, list[str]], report_cols: dict[str, Any]) -> None:
+    """Carry the entries of ``old`` (meta of the last save) that this run did not compute into ``now``
+    when their shards under ``root`` cover every row; otherwise drop them and say so in the report."""
+    for col, info in old.items():
+        if col in now:
+            continue
+        have = load_shards(root / col / info["fingerprint"])
+        if have is None:
+            continue
+        modality = col.split(".", 1)[0]
+        keys = [row_key(it, modality, bool(info.get("uses_history"))) for it in items]
+        if set(keys) <= set(have.column("key").to_pylist()):
+            now[col] = info
+            keys_of[col] = keys
+        else:  # the corpus changed since: this column would have holes, so it is dropped (and said)
+            report_cols[col] = {"encoder": info.get("encoder"), "dropped": "corpus changed; re-run with this encoder",
+                                "fingerprint": info["fingerprint"], "dim": info["dim"], "computed": 0, "reused": 0,
+                                "random_weights": info.get("random_weights", False), "seconds": 0.0}
 
 
 def truncation_summary(encoder: Encoder, items: Sequence[EncoderInput]) -> dict[str, Any] | None:
@@ -554,10 +605,13 @@ def truncation_line(col: str, t: dict[str, Any]) -> str:
 
 
 def _merge_and_save(data: CorpusData, cache_dir: Path, columns: dict[str, Any], keys_by_column: dict[str, list[str]],
-                    meta: dict[str, Any]) -> None:
+                    meta: dict[str, Any], inputs: dict[str, Any] | None = None,
+                    keys_by_input: dict[str, list[str]] | None = None) -> None:
     import datasets
 
     shards = {col: load_shards(cache_dir / SHARDS_DIR / col / info["fingerprint"]) for col, info in columns.items()}
+    input_shards = {col: load_shards(cache_dir / INPUTS_DIR / col / info["fingerprint"])
+                    for col, info in (inputs or {}).items()}
     extra_sets = [s for s in data.label_sets if s != "primary"]
     index_of = {r.utterance_id: i for i, r in enumerate(data.records)}
     splits = {}
@@ -565,7 +619,8 @@ def _merge_and_save(data: CorpusData, cache_dir: Path, columns: dict[str, Any], 
         recs = data.split(split)
         idx = [index_of[r.utterance_id] for r in recs]
         table = build_split_table(recs, {c: [k[i] for i in idx] for c, k in keys_by_column.items()}, shards,
-                                  extra_sets)
+                                  extra_sets, {c: ([k[i] for i in idx], input_shards[c])
+                                               for c, k in (keys_by_input or {}).items()})
         splits[split] = datasets.Dataset(table)
     save_cache(cache_dir, datasets.DatasetDict(splits), meta)
     # Shards of other fingerprints (older settings, columns not asked about, another run's work) stay:
@@ -585,15 +640,16 @@ def prune(cache_dir: str | Path, *, wait: bool = True, dry_run: bool = False) ->
     cache_dir = Path(cache_dir)
     with CacheLock(cache_dir, wait=wait, command=" ".join(sys.argv)):
         meta = json.loads((cache_dir / META_FILE).read_text()) if (cache_dir / META_FILE).exists() else {}
-        used = {c: info.get("fingerprint") for c, info in meta.get("columns", {}).items()}
         doomed = stale_entries(cache_dir, keep_previous=False)
-        root = cache_dir / SHARDS_DIR
-        for col_dir in sorted(root.iterdir()) if root.is_dir() else []:
-            if col_dir.name not in used:
-                doomed.append(col_dir)
-                continue
-            doomed += [fp for fp in sorted(col_dir.iterdir()) if fp.name != used[col_dir.name]]
-            doomed += [f for f in (col_dir / str(used[col_dir.name])).glob("*.tmp")]
+        for section, folder in (("columns", SHARDS_DIR), (INPUTS_META, INPUTS_DIR)):
+            used = {c: info.get("fingerprint") for c, info in meta.get(section, {}).items()}
+            root = cache_dir / folder
+            for col_dir in sorted(root.iterdir()) if root.is_dir() else []:
+                if col_dir.name not in used:
+                    doomed.append(col_dir)
+                    continue
+                doomed += [fp for fp in sorted(col_dir.iterdir()) if fp.name != used[col_dir.name]]
+                doomed += [f for f in (col_dir / str(used[col_dir.name])).glob("*.tmp")]
         out = [(p, _size(p)) for p in doomed]
         if not dry_run:
             for p in doomed:
@@ -602,10 +658,10 @@ def prune(cache_dir: str | Path, *, wait: bool = True, dry_run: bool = False) ->
 
 
 def _skips_from_shards(cache_dir: Path, columns: dict[str, Any], keys_by_column: dict[str, list[str]],
-                       items: list[EncoderInput]) -> dict[str, Any]:
+                       items: list[EncoderInput], root: str = SHARDS_DIR) -> dict[str, Any]:
     out: dict[str, list[dict[str, str]]] = {}
     for col, info in columns.items():
-        shard = load_shards(cache_dir / SHARDS_DIR / col / info["fingerprint"])
+        shard = load_shards(cache_dir / root / col / info["fingerprint"])
         if shard is None:
             continue
         miss = dict(zip(shard.column("key").to_pylist(), shard.column("reason").to_pylist()))
@@ -626,7 +682,8 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"{col:<26}{c['dim']:>6}  dropped: {c['dropped']}")
             continue
         n_skip = len(report.get("skipped", {}).get(col, []))
-        w = "RANDOM (offline stand-in)" if c["random_weights"] else "pretrained"
+        w = "decoded inputs" if c.get("kind") == "inputs" else \
+            "RANDOM (offline stand-in)" if c["random_weights"] else "pretrained"
         print(f"{col:<26}{c['dim']:>6}{c['computed']:>10}{c['reused']:>8}{n_skip:>9}  {w}")
     for col, c in report["columns"].items():
         if c.get("truncated"):
@@ -685,6 +742,10 @@ def cli(argv: list[str] | None = None) -> int:
                    help="also cache the encoder of each `finetune` run as column <modality>.<encoder>@<tag>, "
                         "beside the frozen columns (`--encoders` with no name: only the fine-tuned ones)")
     p.add_argument("--tag", default=None, help="column tag of the --finetuned columns (default: ft)")
+    p.add_argument("--inputs", nargs="+", default=[], metavar="ENCODER",
+                   help="also cache the DECODED INPUTS of these encoders (data2vec: the waveform at its rate and "
+                        "span; timesformer: the sampled uint8 frames), for fine-tuning them (TelME's students); "
+                        "`--encoders` with no name: only the inputs")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-wait", action="store_true",
                    help="if another run is writing this cache, stop at once (exit 2) instead of waiting for it")
@@ -728,8 +789,8 @@ def cli(argv: list[str] | None = None) -> int:
         done = run_extraction(a.corpus, a.root, profile=a.profile, encoders=a.encoders, cache_root=a.cache_root,
                               sequence=a.sequence, dtype=a.dtype, batch_size=a.batch_size, num_workers=a.num_workers,
                               shard_size=a.shard_size, precision=a.precision, encoder_overrides=overrides,
-                              finetuned=a.finetuned, tag=a.tag, asr=a.asr, strict=a.strict, wait=not a.no_wait,
-                              progress=not a.no_progress)
+                              finetuned=a.finetuned, tag=a.tag, inputs=a.inputs, asr=a.asr, strict=a.strict,
+                              wait=not a.no_wait, progress=not a.no_progress)
     except CacheLocked as e:
         if process_state().is_main_process:
             print(f"features: {e}", file=sys.stderr)

@@ -76,6 +76,7 @@ class TrainedRun:
     saved: dict[str, Any]  # metrics.json
     method: Any  # models.base.Method
     stage: Any  # models.base.Stage: the final stage, whose head is the prediction
+    input_encoders: dict[str, Any] = field(default_factory=dict)  # role -> encoder the run trained (its weights)
 
     @property
     def task(self) -> str:
@@ -190,9 +191,10 @@ def load_run(run_dir: str | Path, plugins: Sequence[str] = ()) -> TrainedRun:
     if not dims:
         dims = {role: int(features["columns"][col]["dim"]) for role, col in features["features"].items()}
     label_names = label_names_of(features)
+    encoders = trained_encoders(features)
     shape = RunData(splits={}, input_dims={r: int(d) for r, d in dims.items()},
                     num_classes=int(features.get("num_classes") or max(1, len(label_names))),
-                    label_names=label_names, task=features["task"])
+                    label_names=label_names, task=features["task"], encoders=encoders)
     method = build_model(config, shape)
     state = load_weights(saved["final_weights"], run_dir)
     try:
@@ -205,7 +207,27 @@ def load_run(run_dir: str | Path, plugins: Sequence[str] = ()) -> TrainedRun:
     if stage is None:
         raise PredictError(f"{run_dir / 'metrics.json'}: final stage {saved['final_stage']!r} is not a stage of "
                            f"method {config['method']!r}")
-    return TrainedRun(run_dir=run_dir, config=config, features=features, saved=saved, method=method, stage=stage)
+    return TrainedRun(run_dir=run_dir, config=config, features=features, saved=saved, method=method, stage=stage,
+                      input_encoders=encoders)
+
+
+def trained_encoders(features: dict[str, Any]) -> dict[str, Any]:
+    """role -> encoder for the roles whose encoder the run fine-tuned (``features.json`` ``inputs``), rebuilt
+    from the decoded-inputs settings (so ``load`` decodes as the cache did; fingerprint checked). The weights
+    they start with are replaced by the run's fine-tuned ones when the method loads its state."""
+    from pipeline.config import ConfigError
+    from pipeline.inputs import build_input_encoder
+
+    out = {}
+    for role, col in (features.get("features") or {}).items():
+        info = (features.get("inputs") or {}).get(col)
+        if info is None:
+            continue
+        try:
+            out[role] = build_input_encoder(col, info)
+        except ConfigError as e:
+            raise PredictError(f"features.json: {e}") from None
+    return out
 
 
 # --------------------------------------------------------------------------------------- encoders
@@ -423,12 +445,20 @@ def input_corpus(records: list[Utterance], report: ReadReport, features: dict[st
 
 
 def extract_inputs(data: CorpusData, features: dict[str, Any], cache_dir: Path,
-                   encoders: dict[str, Any] | None = None) -> dict[str, Any]:
+                   encoders: dict[str, Any] | None = None, decoded: Sequence[Any] = ()) -> dict[str, Any]:
     """Run :func:`pipeline.extract.extract` on the inputs with the run's encoders (grouped by the dtype
-    their column was stored in, so the features are rounded as the cache rounded them)."""
+    their column was stored in, so the features are rounded as the cache rounded them), and store the
+    decoded inputs of the encoders the run fine-tuned (``decoded``: ``pipeline.inputs.DecodedInputs``)."""
     from pipeline.extract import ExtractSettings, extract
 
     encoders = encoders if encoders is not None else rebuild_encoders(features)
+    if decoded:
+        part = extract(data, cache_dir, ExtractSettings(encoders=[], inputs=list(decoded), num_workers=0,
+                                                        progress=False))
+        skipped_inputs = {k.removesuffix(" (inputs)"): v for k, v in part.get("skipped", {}).items()
+                          if k.endswith(" (inputs)")}
+    else:
+        skipped_inputs = {}
     groups: dict[str, list[str]] = {}
     for col in encoders:
         groups.setdefault(str(features["columns"][col].get("dtype") or "float32"), []).append(col)
@@ -439,6 +469,7 @@ def extract_inputs(data: CorpusData, features: dict[str, Any], cache_dir: Path,
                                    dtype=dtype, num_workers=0, sequence=seq, progress=False)
         part = extract(data, cache_dir, settings)
         report["skipped"].update({c: part.get("skipped", {}).get(c, []) for c in cols})
+    report["skipped"].update(skipped_inputs)
     return report
 
 
@@ -533,7 +564,7 @@ def score_cache(run: TrainedRun, cache: Any, split: str = "test", *, unimodal_he
     """Score one split of a features cache with the run's model: (split dataset, outputs per row)."""
     from pipeline.collate import prepare_data
 
-    data = prepare_data(run.config, cache, splits=(split,))
+    data = prepare_data(run.config, cache, splits=(split,), encoders=run.input_encoders)
     ds = data.splits[split]
     want = run.features.get("input_dims") or {}
     for role, dim in data.input_dims.items():
@@ -654,14 +685,18 @@ def predict_records(run: TrainedRun, records: list[Utterance], report: ReadRepor
     """Extract the records' features with the run's encoders into a temporary cache and score them."""
     from pipeline.cache import load_cache
 
+    from pipeline.inputs import DecodedInputs
+
     data = input_corpus(records, report, run.features)
     encoders = rebuild_encoders(run.features)
+    # roles whose encoder the run fine-tuned: their decoded inputs, run through the fine-tuned encoder
+    decoded = {run.features["features"][role]: DecodedInputs(enc) for role, enc in run.input_encoders.items()}
     decoder_log: list[str] = []
     with tempfile.TemporaryDirectory(prefix="merc-predict-", dir=work_dir) as tmp:
         with decoder_noise_to_log(decoder_log):  # libav's "moov atom not found" & co: the log, not the terminal
-            ext = extract_inputs(data, run.features, Path(tmp) / "cache", encoders)
-        quality = input_quality(records, encoders, ext.get("skipped", {}))
-        refuse_unusable(records, quality, {col.split(".", 1)[0] for col in encoders})
+            ext = extract_inputs(data, run.features, Path(tmp) / "cache", encoders, list(decoded.values()))
+        quality = input_quality(records, {**encoders, **decoded}, ext.get("skipped", {}))
+        refuse_unusable(records, quality, {col.split(".", 1)[0] for col in [*encoders, *decoded]})
         cache = load_cache(Path(tmp) / "cache")
         ds, scored = score_cache(run, cache, "test", unimodal_heads=explain)
         split = cache.dataset["test"]

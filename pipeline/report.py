@@ -346,15 +346,28 @@ def run_features(config: dict[str, Any], cache: Any, *, input_dims: dict[str, in
     columns = meta.get("columns", {})
     from pipeline.collate import used_features
 
-    used = {}
+    import models  # noqa: F401
+    from models.base import METHODS
+    from pipeline.inputs import inputs_meta
+
+    # Roles whose encoder the run trained (TelME's students in finetune mode) read decoded inputs: their
+    # encoders are rebuilt from "inputs" (the preprocessing), their weights come from the run's safetensors.
+    roles = METHODS.get(config["method"]).input_roles(dict(config.get("model") or {})) \
+        if config.get("method") in METHODS else set()
+    decoded = {col for role, col in used_features(config).items() if role in roles}
+    used, inputs = {}, {}
     for col in used_features(config).values():
+        if col in decoded:
+            c = inputs_meta(cache).get(col, {})
+            inputs[col] = {k: c.get(k) for k in COLUMN_KEYS}
+            continue
         c = columns.get(col, {})
         used[col] = {k: c.get(k) for k in COLUMN_KEYS}
     profiles = sorted({str(c["profile"]) for c in used.values() if c.get("profile")})
     return {"format": FEATURES_FORMAT, "corpus": meta.get("corpus"), "task": cache.task,
             "label_set": config.get("label_set", "primary"), "label_sets": meta.get("label_sets", {}),
             "modalities": meta.get("modalities", []), "profile": profiles[0] if len(profiles) == 1 else profiles,
-            "features": used_features(config), "columns": used,
+            "features": used_features(config), "columns": used, "inputs": inputs,
             "input_dims": dict(input_dims) if input_dims is not None else None, "num_classes": num_classes,
             "cache": str(cache.path), "cache_fingerprint": cache.fingerprint()}
 

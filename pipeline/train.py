@@ -107,8 +107,9 @@ def build_model(config: dict[str, Any], data: RunData) -> Method:
     for key in ("input_dims", "num_classes"):
         if key in config["model"]:
             raise ConfigError(f"config `model.{key}` is filled in from the cache; remove it")
+    extra = {"encoders": dict(data.encoders)} if data.encoders else {}  # roles whose encoder the method trains
     return build_method(config["method"], input_dims=data.input_dims, num_classes=data.num_classes,
-                        **config["model"])
+                        **config["model"], **extra)
 
 
 def init_groups(method: Method, init: dict[str, str], cache: Cache | None,

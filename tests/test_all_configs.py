@@ -24,9 +24,17 @@ def test_method_yaml_binds_to_the_method(path: Path) -> None:
     cls = METHODS.get(config["method"])
     sig = inspect.signature(cls.__init__)
     input_dims = {role: 16 for role in config["features"]}
-    sig.bind(None, input_dims=input_dims, num_classes=3, **config["model"])  # TypeError on a bad key
+    extra = {}
+    roles = cls.input_roles(config["model"])
+    if roles:  # a mode that trains encoders (TelME finetune): the offline profile's tiny ones stand in
+        from pipeline.extract import ExtractSettings, build_encoder
+
+        extra["encoders"] = {r: build_encoder(config["features"][r].split(".", 1)[1].split("@")[0],
+                                              ExtractSettings(encoders=[])) for r in roles}
+        input_dims.update({r: int(e.dim) for r, e in extra["encoders"].items()})
+    sig.bind(None, input_dims=input_dims, num_classes=3, **config["model"], **extra)  # TypeError on a bad key
     assert set(config["features"]) <= set(cls.ROLES), config["features"]
-    model = models.build_method(config["method"], input_dims=input_dims, num_classes=3, **config["model"])
+    model = models.build_method(config["method"], input_dims=input_dims, num_classes=3, **config["model"], **extra)
     declared = [s.name for s in model.stages()]
     assert set(config["stages"]) >= set(declared), f"{path}: stages {declared} need a block each"
     if config.get("default_corpus"):
