@@ -6,6 +6,7 @@
 #   make train METHOD=telme CORPUS=demo-meld SEEDS="0 1 2" SET="stages.fusion.lr=1e-4"
 #   make predict RUN=runs/demo-telme INPUT=clip.mp4 TEXT="transcript" [ARGS="--explain --json p.json"]
 #   make compare CORPUS=demo-meld SEEDS="0 1 2" [EPOCHS=1] [SET="train.eval_batch_size=8"]
+#   make export RUN=runs/demo-telme OUT=runs/demo-telme-export   (a shareable model folder, HF layout)
 #   make finetune ENCODER=roberta-context CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [SET="stages.finetune.lr=1e-5"]
 #   paths: CACHE=cache RUNS=runs DEMO_DATA=data/demo (a demo corpus is read from DEMO_DATA/<layout>)
 
@@ -57,11 +58,11 @@ ROOT_ARG := $(if $(ROOT),--root $(ROOT),)
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
-.PHONY: install demo demo-data features train finetune evaluate predict compare test bench-features bench-train \
+.PHONY: install demo demo-data features train finetune evaluate predict export compare test bench-features bench-train \
 	bench-finetune clean help
 
 help:
-	@sed -n '1,10p' Makefile
+	@sed -n '1,11p' Makefile
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -116,6 +117,12 @@ evaluate: install
 predict: install
 	@test -n "$(RUN)" -a -n "$(INPUT)" || { echo 'usage: make predict RUN=runs/<run dir> INPUT="clip.mp4|dialogue_dir" [TEXT="..."]'; exit 2; }
 	$(PY) -m pipeline predict $(RUN) $(INPUT) $(if $(TEXT),--text "$(TEXT)",) $(ARGS)
+
+# A run as a self-contained folder in the Hugging Face model-repo layout (model card, safetensors, no code);
+# predict takes it as it takes the run dir.
+export: install
+	@test -n "$(RUN)" -a -n "$(OUT)" || { echo "usage: make export RUN=runs/<run dir> OUT=<new folder>"; exit 2; }
+	$(PY) -m pipeline export $(RUN) $(OUT)
 
 # Every method that fits the corpus' cache, SEEDS (default 0 1 2) each, in one table. The cache is built
 # on first use, as for train.

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyse": ("pipeline.analysis", "per-head accuracy by where the demo planted each cue"),
     "predict": ("pipeline.predict", "emotions of a new clip or dialogue under a trained run"),
     "compare": ("pipeline.compare", "train every method that fits a cache; one table of all"),
+    "export": ("pipeline.export", "write a run as a shareable model folder (HF layout, model card, no code)"),
 }
 
 

@@ -119,6 +119,11 @@ class MethodPlan:
         return self.method + (f"+{self.variant}" if self.variant else "")
 
 
+def stage_epochs(stages: dict[str, Any], epochs: int) -> list[str]:
+    """``stages.<stage>.epochs=N`` overrides for every stage that trains (a stage with 0 epochs stays off)."""
+    return [f"stages.{s}.epochs={int(epochs)}" for s in stages if stages[s].get("epochs") != 0]
+
+
 def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Sequence[str] | None = None,
                  set_all: Sequence[str] = (), epochs: int | None = None) -> list[MethodPlan]:
     """Which registered methods can train on ``cache`` with their config, and with which overrides."""
@@ -151,8 +156,7 @@ def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Seq
         plan.corpus_config = corpus_config_name(name, corpus_names)
         try:
             base = load_config(name, plan.corpus_config, plan.config_path)
-            plan.overrides = [f"stages.{s}.epochs={int(epochs)}" for s in base["stages"]
-                              if not (epochs and base["stages"][s].get("epochs") == 0)] if epochs else []
+            plan.overrides = stage_epochs(base["stages"], epochs) if epochs else []
             plan.overrides += list(set_all)
             plan.config = load_config(name, plan.corpus_config, plan.config_path, overrides=plan.overrides)
         except Exception as e:  # a config that does not load is that method's problem, said in the table
@@ -412,20 +416,14 @@ def cli(argv: Sequence[str]) -> int:
     p.add_argument("--plugin", action="append", default=[], help="module or .py file registering extra methods")
     a = p.parse_args(list(argv))
     load_plugins(a.plugin)
-    corpus = a.corpus or (None if a.cache else "demo-meld")
-    cache_path = Path(a.cache) if a.cache else Path(a.cache_root) / str(corpus)
-    if not (cache_path / "meta.json").exists():
-        from pipeline.errors import MissingFile
+    from pipeline.api import compare_methods
 
-        raise MissingFile(f"{cache_path} is not a features cache; build it with "
-                          f"`make features CORPUS={corpus or '<corpus>'}`")
-    name = corpus or cache_path.name
-    out = Path(a.out) if a.out else Path("runs") / f"compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    rows = compare(cache_path=cache_path, out=out, seeds=a.seeds, corpus=corpus if not a.cache else None,
-                   cache_root=Path(a.cache_root), methods=a.methods, set_all=a.set_all, epochs=a.epochs)
+    rows = compare_methods(a.corpus or (None if a.cache else "demo-meld"), a.methods, a.seeds, cache=a.cache,
+                           cache_root=a.cache_root, out=a.out, epochs=a.epochs, set_all=a.set_all)
+    out = Path(rows.attrs["out"])
     print("\n" + (out / "compare.md").read_text())
     print(f"wrote {out / 'compare.md'}, compare.csv, compare.png, compare.json")
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    return 1 if (rows["status"] == "failed").any() else 0
 
 
 if __name__ == "__main__":

@@ -69,8 +69,9 @@ def encoder_inputs(records: Sequence[Utterance]) -> list[EncoderInput]:
 
 def modality_input(item: EncoderInput, modality: str) -> EncoderInput:
     """What one modality's encoder gets. ``start``/``end`` are seconds inside the video; a separate
-    audio file (IEMOCAP's sentence wavs) is already cut to the utterance, so its span is dropped."""
-    if modality == "audio" and item.audio_path and item.audio_path != item.video_path:
+    audio file beside a video (IEMOCAP's sentence wavs) is already cut to the utterance, so its span is
+    dropped. Without a video the span is inside the audio file (a recording predict splits with ``--segment``)."""
+    if modality == "audio" and item.audio_path and item.video_path and item.audio_path != item.video_path:
         return dataclasses.replace(item, start=None, end=None)
     return item
 
@@ -717,8 +718,8 @@ def _present_encoders(names: list[str], modalities: Sequence[str]) -> list[str]:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    from pipeline.catalog import corpus_entry
-    from pipeline.corpora.base import CorpusError, read_corpus
+    """``python -m pipeline features``: the arguments of :func:`pipeline.api.run_extraction`, then its report."""
+    from pipeline.api import run_extraction
 
     p = argparse.ArgumentParser(prog="python -m pipeline features",
                                 description="Extract features of a corpus into its cache (incremental, resumable).")
@@ -753,6 +754,8 @@ def cli(argv: list[str] | None = None) -> int:
                         "not in meta.json, old dataset versions, leftovers of killed runs), listing each and the "
                         "space freed; extracts nothing")
     p.add_argument("--strict", action="store_true", help="stop before extracting when the reader skipped anything")
+    p.add_argument("--asr", metavar="MODEL", default=None,
+                   help="fill empty transcripts with this Whisper (dir or hub id) first; marked machine-made")
     a = p.parse_args(argv)
     from pipeline.cache import CacheLocked
 
@@ -782,35 +785,19 @@ def cli(argv: list[str] | None = None) -> int:
         if not k or not _:
             p.error(f"--set {s!r}: expected ENCODER.KEY=VALUE")
         overrides.setdefault(enc, {})[k] = yaml.safe_load(value)
-    entry = corpus_entry(a.corpus, a.root)
     try:
-        data = read_corpus(entry.reader, entry.root, **entry.options)
-    except CorpusError as e:  # one line naming the file, no traceback
-        hint = " (write the demo corpora with `python -m pipeline demo-data --out DIR`, then pass --root DIR/<layout>)" \
-            if a.corpus.startswith("demo-") else " (pass --root DIR, or set the root in configs/corpora.yaml)"
-        raise CorpusError(f"{e}{hint}") from None  # the dispatcher prints it as one line, exit 2
-    data.name = a.corpus
-    if a.strict and data.report.of("skip"):
-        print(data.report.summary())
-        data.report.strict_check()
-    sequence = tuple(entry.sequence if a.sequence is None else a.sequence)
-    tuned = [finetuned_encoder(run, a.tag, sequence) for run in a.finetuned]
-    if len({column_name(e) for e in tuned}) < len(tuned):
-        p.error("two --finetuned runs would write the same column; give them separately with different --tag")
-    names = _present_encoders(entry.encoders, data.modalities) if a.encoders is None else a.encoders
-    settings = ExtractSettings(encoders=list(names) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
-                               num_workers=a.num_workers, shard_size=a.shard_size, sequence=sequence,
-                               precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress,
-                               inputs=list(a.inputs))
-    try:
-        report = extract(data, Path(a.cache_root) / a.corpus, settings, wait=not a.no_wait)
+        done = run_extraction(a.corpus, a.root, profile=a.profile, encoders=a.encoders, cache_root=a.cache_root,
+                              sequence=a.sequence, dtype=a.dtype, batch_size=a.batch_size, num_workers=a.num_workers,
+                              shard_size=a.shard_size, precision=a.precision, encoder_overrides=overrides,
+                              finetuned=a.finetuned, tag=a.tag, inputs=a.inputs, asr=a.asr, strict=a.strict,
+                              wait=not a.no_wait, progress=not a.no_progress)
     except CacheLocked as e:
         if process_state().is_main_process:
             print(f"features: {e}", file=sys.stderr)
         return 2
     if process_state().is_main_process:
-        print(data.report.summary())
-        print_report(report)
+        print(done.data.report.summary())
+        print_report(done.report)
         print(f"wrote {Path(a.cache_root) / a.corpus}")
     return 0
 

@@ -354,10 +354,22 @@ def read_dialogue_csv(csv_path: Path, dialogue_id: str, report: ReadReport | Non
     return records
 
 
-def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: str = DEFAULT_SPEAKER
-                ) -> tuple[list[Utterance], ReadReport]:
+def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: str = DEFAULT_SPEAKER,
+                asr: Any = None, segment: bool = False) -> tuple[list[Utterance], ReadReport]:
     """``Utterance`` records of the inputs: each media file is a one-utterance dialogue, each folder or
-    CSV a dialogue. ``text`` is the transcript of a single media file (else its sidecar ``.txt``)."""
+    CSV a dialogue. ``text`` is the transcript of a single media file (else its sidecar ``.txt``).
+    ``asr`` (a Whisper dir / hub id, :mod:`pipeline.asr`) transcribes every input left without a
+    transcript; with ``segment`` each media file is split into utterances at the ASR's timestamps (a
+    dialogue). ``report.sources`` says where each transcript came from (``asr:<model>`` = machine-made)."""
+    if segment and asr is None:
+        raise PredictError("--segment splits a recording into utterances at the timestamps of an ASR: "
+                           "give --asr MODEL (a Whisper dir or hub id)")
+    if segment and text is not None:
+        raise PredictError("--segment takes the transcript from the ASR; drop --text")
+    if asr is not None:
+        from pipeline.asr import as_transcriber
+
+        asr = as_transcriber(asr)  # one model load for every input
     if not inputs:
         raise PredictError("give at least one INPUT (a media file, a folder with a dialogue CSV, or the CSV)")
     report = ReadReport(corpus="predict", root=", ".join(str(i) for i in inputs))
@@ -384,22 +396,43 @@ def read_inputs(inputs: Sequence[str | Path], text: str | None = None, speaker: 
             turns = read_dialogue_csv(path, dialogue, report)
             report.add("info", path, f"dialogue {dialogue}: {len(turns)} utterance(s)")
             records += turns
+        elif path.is_file() and segment:
+            from pipeline.asr import split_recording
+
+            fields_ = _media_fields(path)
+            turns = [Utterance(corpus="predict", split="test", dialogue_id=dialogue, position=k,
+                               utterance_id=f"{dialogue}_{k}", speaker=speaker, text=_clean_text(c.text),
+                               start=round(c.start, 3), end=round(c.end, 3), **fields_)
+                     for k, c in enumerate(split_recording(path, asr))]
+            report.sources.update({t.utterance_id: asr.source for t in turns})
+            report.add("info", path, f"dialogue {dialogue}: {len(turns)} utterance(s) split at the ASR's timestamps")
+            records += turns
         elif path.is_file():
             fields_ = _media_fields(path)
-            transcript = text
+            transcript, source = text, "text"
             if transcript is None:
                 sidecar = path.with_suffix(".txt")
-                if not sidecar.is_file():
-                    raise PredictError(f"{path}: no transcript; pass --text or write it into {sidecar}")
-                from pipeline.corpora.common import read_text
+                if sidecar.is_file():
+                    from pipeline.corpora.common import read_text
 
-                transcript = read_text(sidecar, report)[0]  # UTF-8, else Windows-1252 (as the readers)
+                    transcript, source = read_text(sidecar, report)[0], "sidecar"  # UTF-8, else Windows-1252
+                elif asr is not None:
+                    transcript, source = "", "none"  # the ASR fills it below
+                else:
+                    raise PredictError(f"{path}: no transcript; pass --text, write it into {sidecar}, or let an "
+                                       f"ASR make one with --asr MODEL")
             transcript = _clean_text(transcript)  # empty = missing text, as the readers treat it
             records.append(Utterance(corpus="predict", split="test", dialogue_id=dialogue, position=0,
                                      utterance_id=f"{dialogue}_0", speaker=speaker, text=transcript, **fields_))
+            report.sources[records[-1].utterance_id] = source
         else:
             raise PredictError(f"{path}: neither a file nor a folder")
-    report.counts = {"utterances": len(records), "dialogues": len({r.dialogue_id for r in records})}
+    if asr is not None:
+        from pipeline.asr import fill_transcripts
+
+        fill_transcripts(records, report, asr)  # every empty transcript: single files and CSV rows
+    report.counts = {"utterances": len(records), "dialogues": len({r.dialogue_id for r in records}),
+                     **({"asr_filled": report.counts.get("asr_filled", 0)} if asr is not None else {})}
     return records, report
 
 
@@ -676,7 +709,9 @@ def predict_records(run: TrainedRun, records: list[Utterance], report: ReadRepor
         rec = by_id[ids[row]]
         entry: dict[str, Any] = {"utterance_id": rec.utterance_id, "dialogue": rec.dialogue_id,
                                  "position": rec.position, "file": rec.video_path or rec.audio_path,
-                                 "speaker": rec.speaker, "text": rec.text, **quality[rec.utterance_id]}
+                                 "speaker": rec.speaker, "text": rec.text,
+                                 "transcript_source": report.sources.get(rec.utterance_id, "csv"),
+                                 "start": rec.start, "end": rec.end, **quality[rec.utterance_id]}
         out = scored.outputs[i]
         if regression:
             score = float(np.asarray(out).reshape(-1)[0])
@@ -698,10 +733,10 @@ def predict_records(run: TrainedRun, records: list[Utterance], report: ReadRepor
 
 def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, text: str | None = None,
             speaker: str = DEFAULT_SPEAKER, explain: bool = False, plugins: Sequence[str] = (),
-            work_dir: str | Path | None = None) -> Prediction:
+            work_dir: str | Path | None = None, asr: Any = None, segment: bool = False) -> Prediction:
     """Labels, probabilities (and scores) of the inputs under a trained run (see the module docstring)."""
     run = load_run(run_dir, plugins)
-    records, report = read_inputs(inputs, text=text, speaker=speaker)
+    records, report = read_inputs(inputs, text=text, speaker=speaker, asr=asr, segment=segment)
     return predict_records(run, records, report, explain=explain, work_dir=work_dir)
 
 
@@ -729,13 +764,22 @@ def degraded_text(u: dict[str, Any], width: int | None = None) -> str:
     return "; ".join(parts)
 
 
+def _span_text(u: dict[str, Any]) -> str:
+    """`` [1.20-3.40s]`` for an utterance cut from a longer file (``--segment``, CSV start/end), else ""."""
+    if u.get("start") is None and u.get("end") is None:
+        return ""
+    return f" [{u.get('start') or 0:.2f}-{u['end']:.2f}s]" if u.get("end") is not None else f" [{u['start']:.2f}s-]"
+
+
 def format_table(pred: Prediction, explain: bool = False) -> str:
     """The printed table: one row per utterance; a degraded row says what was missing or cut."""
     regression = pred.task == "regression"
     head = ["#", "file", "speaker", "text", "label"] + (["score"] if regression else pred.label_names) + ["input"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, u in enumerate(pred.utterances):
-        cells = [str(n), Path(u["file"] or "-").name, u["speaker"], _short(u["text"], 40) or "(empty)",
+        machine = str(u.get("transcript_source", "")).startswith("asr:")
+        cells = [str(n), Path(u["file"] or "-").name + _span_text(u), u["speaker"],
+                 ("[asr] " if machine else "") + (_short(u["text"], 40) or "(empty)"),
                  f"**{u['label']}**" + (" (degraded)" if u.get("degraded") else "")]
         cells += [f"{u['score']:+.3f}"] if regression else [f"{u['probabilities'][c]:.2f}" for c in pred.label_names]
         cells.append(degraded_text(u, width=40) or "ok")
@@ -752,6 +796,11 @@ def format_table(pred: Prediction, explain: bool = False) -> str:
                 lines.append("| " + " | ".join(cells) + " |")
         for k, v in pred.shared.items():
             lines.append(f"\n{k} (not per utterance): {_summary(v)}")
+    machine = sorted({u["transcript_source"] for u in pred.utterances
+                      if str(u.get("transcript_source", "")).startswith("asr:")})
+    if machine:
+        lines.append(f"\n[asr]: machine-made transcript ({', '.join(machine)}), not checked by a person; "
+                     f"its errors become the text modality's evidence")
     if pred.degraded:
         lines.append(f"\n{len(pred.degraded)} of {len(pred.utterances)} row(s) degraded: a missing modality is encoded "
                      f"as missing (zeros, as the cache does), a cut input lost what the run's encoders do not read; "
@@ -763,7 +812,7 @@ def write_csv(pred: Prediction, path: str | Path) -> None:
     regression = pred.task == "regression"
     cols = ["utterance_id", "dialogue", "position", "file", "speaker", "text", "label"]
     cols += ["score"] if regression else [f"p_{c}" for c in pred.label_names]
-    cols += ["degraded", "missing", "truncated"]
+    cols += ["degraded", "missing", "truncated", "transcript_source", "start", "end"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -773,7 +822,8 @@ def write_csv(pred: Prediction, path: str | Path) -> None:
             row += [int(bool(u.get("degraded"))),
                     "; ".join(f"{m}: {why}" for m, why in sorted(u.get("missing", {}).items())),
                     "; ".join(f"{c}: lost {t['lost']:g} of {t['of']:g} {t['unit']}"
-                              for c, t in sorted(u.get("truncated", {}).items()))]
+                              for c, t in sorted(u.get("truncated", {}).items())),
+                    u.get("transcript_source", ""), u.get("start"), u.get("end")]
             w.writerow(row)
 
 
@@ -831,6 +881,10 @@ def cli(argv: Sequence[str]) -> int:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="media file, dialogue folder, or dialogue CSV")
     p.add_argument("--text", help="transcript of a single media INPUT (default: its sidecar .txt)")
     p.add_argument("--speaker", default=DEFAULT_SPEAKER, help="speaker name of single media INPUTs")
+    p.add_argument("--asr", metavar="MODEL", help="transcribe inputs without a transcript with this Whisper "
+                                                  "(local dir or hub id); marked machine-made in every output")
+    p.add_argument("--segment", action="store_true",
+                   help="with --asr: split each media INPUT into utterances at the ASR's timestamps (a dialogue)")
     p.add_argument("--json", help="write the predictions as JSON here")
     p.add_argument("--csv", help="write the predictions as CSV here")
     p.add_argument("--explain", nargs="?", const="explain.png", metavar="PNG",
@@ -842,7 +896,7 @@ def cli(argv: Sequence[str]) -> int:
     a = p.parse_args(list(argv))
     _quiet_libraries()
     pred = predict(a.run_dir, a.inputs, text=a.text, speaker=a.speaker, explain=bool(a.explain),
-                   plugins=a.plugin)  # a bad run dir / input raises a UserError: one line, exit 2 (pipeline/errors.py)
+                   plugins=a.plugin, asr=a.asr, segment=a.segment)  # a bad run dir / input raises a UserError: one line, exit 2 (pipeline/errors.py)
     print(f"{pred.method} run {pred.run_dir}: {len(pred.utterances)} utterance(s)\n")
     print(format_table(pred, explain=bool(a.explain)))
     if a.json:

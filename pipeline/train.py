@@ -542,10 +542,17 @@ NewRun = Callable[[argparse.Namespace, Sequence[str]], tuple[Path, dict[str, Any
 
 def launch(args: argparse.Namespace, argv: Sequence[str], *, new_run: NewRun, run_one: RunOne,
            command: str = "train") -> int:
+    """:func:`launch_run` for a command line: exit code 0."""
+    launch_run(args, argv, new_run=new_run, run_one=run_one, command=command)
+    return 0
+
+
+def launch_run(args: argparse.Namespace, argv: Sequence[str], *, new_run: NewRun, run_one: RunOne,
+               command: str = "train") -> tuple[Path, list[dict[str, Any]]]:
     """The run-dir life cycle shared by ``train`` and ``finetune``: a new run dir (``run.json`` +
     ``config.yaml``, every process agreeing on the name) or ``--resume`` of an existing one, then one
     ``run_one(config, out_dir, seed, resume, info)`` per seed (finished seeds are skipped on resume),
-    the multi-seed aggregate and the metrics table."""
+    the multi-seed aggregate and the metrics table. Returns the run dir and each seed's metrics."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
@@ -595,7 +602,7 @@ def launch(args: argparse.Namespace, argv: Sequence[str], *, new_run: NewRun, ru
         if len(seeds) > 1:
             write_aggregate(run_dir, results=results, config=config, cache=run_source(info), info=info)
         print_metrics_table(results, title=f"{run_dir}")
-    return 0
+    return run_dir, results
 
 
 def run_source(info: dict[str, Any]) -> Cache:
@@ -607,10 +614,16 @@ def run_source(info: dict[str, Any]) -> Cache:
     return load_cache(info["cache"])
 
 
+def run_one(config: dict[str, Any], out: Path, seed: int, resume: bool, info: dict[str, Any]) -> dict[str, Any]:
+    """One seed of a ``train`` run (the ``run_one`` of :func:`launch_run`)."""
+    return train(config, load_cache(info["cache"]), out, seed, resume=resume, run_info=info)
+
+
 def cli(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
+    """``python -m pipeline train``: the arguments of :func:`pipeline.api.train_method`."""
+    from pipeline.api import train_method
 
-    def run_one(config: dict[str, Any], out: Path, seed: int, resume: bool, info: dict[str, Any]) -> dict[str, Any]:
-        return train(config, load_cache(info["cache"]), out, seed, resume=resume, run_info=info)
-
-    return launch(args, argv, new_run=_new_run, run_one=run_one)
+    a = _parser().parse_args(list(argv))
+    train_method(a.method, a.corpus, cache=a.cache, cache_root=a.cache_root, config=a.config, overrides=a.overrides,
+                 seeds=a.seeds, out=a.out, name=a.name, resume=a.resume, plugins=a.plugin, argv=argv)
+    return 0

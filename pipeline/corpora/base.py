@@ -30,8 +30,8 @@ class Utterance:
     ``score`` is the real-valued sentiment for MOSI/MOSEI; ``extra_labels`` holds second label
     sets (MELD sentiment, IEMOCAP 4-class) as indices. ``start``/``end`` are seconds inside
     ``video_path`` (``None`` = whole file), and inside ``audio_path`` only when the audio is that
-    video's own track (the same file); a separate audio file (IEMOCAP's sentence wavs) is already
-    cut to the utterance. ``video_side`` says which half of a
+    video's own track (the same file) or when there is no video; a separate audio file beside a video
+    (IEMOCAP's sentence wavs) is already cut to the utterance. ``video_side`` says which half of a
     two-speaker frame shows the speaker (IEMOCAP: "left"/"right").
     """
 
@@ -76,6 +76,7 @@ class ReadReport:
     root: str
     entries: list[ReportEntry] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # utterance id -> transcript source if not the corpus' ("asr:<model>")
 
     def add(self, action: str, file: str | Path, reason: str, line: int | None = None,
             utterance_id: str | None = None) -> None:
@@ -140,6 +141,18 @@ class CorpusReader:
 
     name: str = ""
     modalities: tuple[str, ...] = MODALITIES
+    # read_corpus(asr=...) sets this: rows with an empty transcript but a clip are kept for the ASR to fill
+    # (readers that honour it: MELD, MOSI; the others still skip them)
+    keep_untranscribed: bool = False
+
+    def skip_untranscribed(self, text: str, clip: Any, report: ReadReport, file: str | Path, line: int | None,
+                           uid: str) -> bool:
+        """After the media check: True (a ``skip`` in the report) for a kept empty-transcript row without a
+        clip, which the ASR cannot fill either."""
+        if text or not self.keep_untranscribed or clip is not None:
+            return False
+        report.add("skip", file, "empty transcript and no clip for the ASR: row skipped", line=line, utterance_id=uid)
+        return True
 
     def read(self, root: str | Path) -> CorpusData:  # pragma: no cover - interface
         raise NotImplementedError
@@ -148,11 +161,20 @@ class CorpusReader:
 CORPORA: Registry[type[CorpusReader]] = Registry("corpus")
 
 
-def read_corpus(name: str, root: str | Path, **options: Any) -> CorpusData:
-    """Read a corpus by registered name: ``read_corpus("meld", "/data/MELD.Raw")``."""
+def read_corpus(name: str, root: str | Path, *, asr: str | None = None, **options: Any) -> CorpusData:
+    """Read a corpus by registered name: ``read_corpus("meld", "/data/MELD.Raw")``. ``asr`` (a Whisper dir
+    or hub id; also ``asr:`` in a catalog entry's options) fills empty transcripts from the audio, each
+    marked machine-made in the report (:func:`pipeline.asr.fill_transcripts`)."""
     import pipeline.corpora  # noqa: F401  (registers the readers)
 
-    return CORPORA.create(name, **options).read(root)
+    reader = CORPORA.create(name, **options)
+    reader.keep_untranscribed = bool(asr)
+    data = reader.read(root)
+    if asr:
+        from pipeline.asr import fill_transcripts
+
+        fill_transcripts(data.records, data.report, asr)
+    return data
 
 
 def check_unique_ids(records: Iterable[Utterance], report_file: str) -> None:

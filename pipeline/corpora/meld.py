@@ -153,7 +153,7 @@ class MeldReader(CorpusReader):
                 skip_bad_row(report, csv_path, row.line, e)
                 continue
             dia, utt, key, uid, emotion, sentiment, text, duration = parsed
-            if not text:
+            if not text and not self.keep_untranscribed:
                 report.add("skip", csv_path, "empty transcript: row skipped", line=row.line, utterance_id=uid)
                 continue
 
@@ -171,6 +171,8 @@ class MeldReader(CorpusReader):
                                + (" (row dropped: require_media)" if self.require_media else ""),
                                line=None, utterance_id=uid)
             if clip is None and self.require_media:
+                continue
+            if self.skip_untranscribed(text, clip, report, csv_path, row.line, uid):
                 continue
 
             start = end = None

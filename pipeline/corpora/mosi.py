@@ -119,7 +119,7 @@ class MosiReader(CorpusReader):
                 continue
             video, clip_id = row["video_id"].strip(), row["clip_id"].strip()
             text = " ".join(row["text"].split())
-            if not text:
+            if not text and not self.keep_untranscribed:
                 report.add("skip", csv_path, "empty transcript: row skipped", line=row.line, utterance_id=uid)
                 continue
 
@@ -142,6 +142,8 @@ class MosiReader(CorpusReader):
                                + (" (row dropped: require_media)" if self.require_media else ""),
                                utterance_id=uid)
             if clip is None and self.require_media:
+                continue
+            if self.skip_untranscribed(text, clip, report, csv_path, row.line, uid):
                 continue
             rec = Utterance(
                 corpus=self.name, split=split, dialogue_id=video, position=-1, utterance_id=uid,
