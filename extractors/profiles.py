@@ -189,18 +189,47 @@ def dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+FILE_HASH_VERSION = "sha256-full"  # file_identity before issue 16: size + first/last MB (changed fingerprints)
+
+
+def _hash_memo_dir() -> Path:
+    """Where full-file hashes are remembered: ``$MERC_HASH_CACHE``, else ``~/.cache/merc/file-hashes``."""
+    import os
+
+    return Path(os.environ.get("MERC_HASH_CACHE") or "~/.cache/merc/file-hashes").expanduser()
+
+
 def file_identity(path: str | Path) -> str:
-    """Hash of a (possibly multi-GB) weights file: its size plus sha256 of its first and last MB."""
-    p = Path(path)
+    """Content hash of a (possibly multi-GB) weights file: sha256 of ALL its bytes, read in 1 MB chunks.
+
+    Remembered per (path, size, mtime, inode) under :func:`_hash_memo_dir`, so an unchanged file is
+    hashed once per machine and an unchanged re-run costs a ``stat``; any rewrite of the file (new mtime
+    or size) is hashed again. Never loads the weights."""
+    import os
+
+    p = Path(path).resolve()
+    st = p.stat()
+    key = hashlib.sha256(repr((FILE_HASH_VERSION, str(p), st.st_size, st.st_mtime_ns, st.st_ino)).encode()).hexdigest()
+    memo = _hash_memo_dir() / key[:2] / key
+    try:
+        cached = memo.read_text().strip()
+        if len(cached) == 16:
+            return cached
+    except OSError:
+        pass
     h = hashlib.sha256()
-    size = p.stat().st_size
-    h.update(str(size).encode())
     with open(p, "rb") as f:
-        h.update(f.read(_MB))
-        if size > 2 * _MB:
-            f.seek(size - _MB)
-            h.update(f.read(_MB))
-    return h.hexdigest()[:16]
+        while chunk := f.read(_MB):
+            h.update(chunk)
+    digest = h.hexdigest()[:16]
+    try:  # best effort: a read-only home only costs the hash again next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return digest
 
 
 def dir_identity(d: str | Path) -> str:
@@ -250,15 +279,40 @@ def has_local_file(weights: str, filename: str) -> str | None:
 
 
 class TorchEncoder:
-    """Mixin for encoders that run a torch ``self.model``: device/dtype handling and ``to()``.
+    """Mixin for encoders that run a torch model: LAZY weights, device/dtype handling and ``to()``.
 
-    Subclasses set ``self.model``, ``self.device`` and ``self.dtype`` (a ``torch.dtype``) in their
-    constructor. The compute dtype changes the numbers, so ``settings()`` reports it; the device
-    does not."""
+    Subclasses set ``self.device`` and ``self.dtype`` (a ``torch.dtype``) in their constructor and
+    implement ``_load_model()`` (build the module and load its weights). The constructor reads only
+    configs, so ``settings()`` / ``fingerprint()`` (config + weight-file hashes) cost no weight loading;
+    the weights are loaded on the first access to ``self.model`` (the first ``encode``), counted in
+    :data:`extractors.base.WEIGHT_LOADS`. An unchanged re-run of the extract stage never loads them.
+    The compute dtype changes the numbers, so ``settings()`` reports it; the device does not."""
 
-    model: Any
     device: Any
     dtype: Any
+    _model: Any = None
+
+    def _load_model(self) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from extractors.base import WEIGHT_LOADS
+
+            model = self._load_model()
+            WEIGHT_LOADS[getattr(self, "name", type(self).__name__)] += 1
+            self._model = model.eval().to(device=self.device, dtype=self.dtype)
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (``False`` until the first ``encode``)."""
+        return self._model is not None
 
     def to(self, device: Any, dtype: Any = None) -> "TorchEncoder":
         import torch
@@ -268,5 +322,30 @@ class TorchEncoder:
         self.device = torch.device(device)
         if dtype is not None:
             self.dtype = dtype
-        self.model.to(device=self.device, dtype=self.dtype)
+        if self._model is not None:
+            self._model.to(device=self.device, dtype=self.dtype)
         return self
+
+
+def hf_config(weights: str, what: str) -> Any:
+    """The ``config.json`` of HF weights (local dir or already-cached hub id) WITHOUT the weights, or
+    :class:`extractors.base.EncoderLoadError` (an OSError) naming ``weights``."""
+    from transformers import AutoConfig
+
+    from extractors.base import EncoderLoadError
+
+    try:
+        return AutoConfig.from_pretrained(weights)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EncoderLoadError(f"cannot load {what} weights {weights!r}: {first}") from e
+
+
+def skeleton(config: Any) -> Any:
+    """The model of ``config`` on the ``meta`` device: its structure (forward signature, embeddings,
+    sizes) without allocating or loading any weights."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        return AutoModel.from_config(config)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderLoadError, EncoderOutput, register_encoder
-from extractors.profiles import TorchEncoder, dtype_name, torch_dtype, weights_identity
+from extractors.profiles import TorchEncoder, dtype_name, hf_config, skeleton, torch_dtype, weights_identity
 
 POOLINGS = ("cls", "mean")
 SPEAKER_FORMATS = ("name", "token")
@@ -24,17 +24,28 @@ PROMPT = "Now {speaker} feels"
 MAX_SPEAKER_TOKENS = 9
 
 
-def _load_text_model(weights: str, dtype: Any) -> tuple[Any, Any]:
-    from transformers import AutoModel, AutoTokenizer
+def _load_text_tokenizer(weights: str) -> tuple[Any, Any]:
+    """(tokenizer, config) of text weights, without the weights."""
+    from transformers import AutoTokenizer
 
+    config = hf_config(weights, "text encoder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights)
-        model = AutoModel.from_pretrained(weights, dtype=dtype)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EncoderLoadError(f"cannot load text encoder weights {weights!r} (not a Hugging Face model dir or "
                                f"hub id with a tokenizer): {first}") from e
-    return tokenizer, model.eval()
+    return tokenizer, config
+
+
+def _load_text_model(weights: str, dtype: Any) -> Any:
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(weights, dtype=dtype).eval()
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EncoderLoadError(f"cannot load text encoder weights {weights!r}: {first}") from e
 
 
 def _position_offset(model: Any) -> int:
@@ -80,14 +91,18 @@ class _TextEncoder(TorchEncoder, Encoder):
         self.random_weights = bool(random_weights)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
-        self.tokenizer, self.model = _load_text_model(weights, self.dtype)
-        if max_length < 2 or max_length > _max_tokens(self.model):
-            raise ValueError(f"max_length must be in [2, {_max_tokens(self.model)}] for {weights!r}, got {max_length}")
+        self.tokenizer, self.config = _load_text_tokenizer(weights)
+        self._skeleton = skeleton(self.config)  # structure only (meta device): the weights load on first encode
+        if max_length < 2 or max_length > _max_tokens(self._skeleton):
+            raise ValueError(f"max_length must be in [2, {_max_tokens(self._skeleton)}] for {weights!r}, "
+                             f"got {max_length}")
         self.max_length = int(max_length)
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(self.config.hidden_size)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._identity = weights_identity(weights)
-        self.model.to(self.device)
+
+    def _load_model(self) -> Any:
+        return _load_text_model(self.weights, self.dtype)
 
     left_pad = False  # roberta-context left-pads so that its mask token is the last position of every row
 
@@ -98,7 +113,7 @@ class _TextEncoder(TorchEncoder, Encoder):
         ids, mask = _pad(samples, self.pad_id, left=self.left_pad)
         batch = {"input_ids": ids, "attention_mask": mask}
         if self.left_pad:
-            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + _position_offset(self.model)
+            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + _position_offset(self._skeleton)
         return batch
 
     def pooled(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -216,25 +231,36 @@ def build_context_ids(tokenizer: Any, history: Sequence[Sequence[str]], speaker:
     return ids[-(max_length - 1):] + [int(tokenizer.mask_token_id)]
 
 
-def add_speaker_tokens(tokenizer: Any, model: Any) -> None:
-    """Add ``<s1>``..``<s9>`` to the tokenizer and give each NEW embedding row the mean of the existing
-    rows (deterministic, unlike ``resize_token_embeddings``' random init). Tokens the tokenizer already
-    holds (a fine-tuned model dir saved with them) keep their trained rows."""
-    import torch
-
+def _add_speaker_tokens_to_tokenizer(tokenizer: Any) -> list[int]:
+    """Add the ``<s1>``..``<s9>`` the tokenizer lacks; returns their new ids (empty when it had them all)."""
     unk = tokenizer.unk_token_id
     new = [t for t in speaker_tokens() if tokenizer.convert_tokens_to_ids(t) in (None, unk)]
     if not new:
-        return
-    emb = model.get_input_embeddings()
-    old = emb.weight.shape[0]
+        return []
     tokenizer.add_tokens(new, special_tokens=True)
-    ids = tokenizer.convert_tokens_to_ids(new)
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(new)]
+
+
+def _init_speaker_rows(model: Any, ids: list[int]) -> None:
+    """Give the embedding rows ``ids`` (tokens just added) the mean of the model's existing rows,
+    growing the embedding first when they lie past its end (deterministic, unlike
+    ``resize_token_embeddings``' random init)."""
+    import torch
+
+    if not ids:
+        return
+    old = model.get_input_embeddings().weight.shape[0]
     if max(ids) >= old:
         model.resize_token_embeddings(max(max(ids) + 1, old), mean_resizing=False)
-        emb = model.get_input_embeddings()
+    emb = model.get_input_embeddings()
     with torch.no_grad():
         emb.weight[ids] = emb.weight[:old].mean(0, keepdim=True).to(emb.weight.dtype)
+
+
+def add_speaker_tokens(tokenizer: Any, model: Any) -> None:
+    """Add ``<s1>``..``<s9>`` to the tokenizer and give each NEW embedding row the mean of the existing
+    rows. Tokens the tokenizer already holds (a fine-tuned model dir saved with them) keep their trained rows."""
+    _init_speaker_rows(model, _add_speaker_tokens_to_tokenizer(tokenizer))
 
 
 @register_encoder("roberta-context")
@@ -261,12 +287,16 @@ class RobertaContextEncoder(_TextEncoder):
                          random_weights=random_weights)
         if self.tokenizer.mask_token is None or self.tokenizer.sep_token is None:
             raise ValueError(f"{weights!r}: its tokenizer has no mask or sep token; roberta-context needs both")
-        if "position_ids" not in inspect.signature(self.model.forward).parameters:
+        if "position_ids" not in inspect.signature(self._skeleton.forward).parameters:
             raise ValueError(f"{weights!r}: its model takes no position_ids, so left-padded batches would shift "
                              f"positions; roberta-context needs a BERT/RoBERTa-style encoder")
-        if speaker_format == "token":
-            add_speaker_tokens(self.tokenizer, self.model)
-            self.model.to(self.device)
+        # "token": the tokenizer gets <s1>..<s9> now (``load`` needs them); the model's rows on first load.
+        self._new_token_ids = _add_speaker_tokens_to_tokenizer(self.tokenizer) if speaker_format == "token" else []
+
+    def _load_model(self) -> Any:
+        model = super()._load_model()
+        _init_speaker_rows(model, self._new_token_ids)
+        return model
 
     def settings(self) -> dict[str, Any]:
         return {**self._base_settings(), "speaker_format": self.speaker_format, "prompt": PROMPT,
