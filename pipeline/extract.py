@@ -161,8 +161,24 @@ class _Failed:
     reason: str
 
 
+def load_one(encoder: Encoder, item: EncoderInput) -> Any:
+    """``encoder.load`` of one utterance (in a DataLoader worker), or a :class:`_Failed` with the reason."""
+    modality = encoder.modality
+    if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
+        return _Failed(f"{item.utterance_id}: no {modality} for this utterance")
+    if modality == "text" and not (item.text or "").strip():  # the readers' rule: no transcript, no text
+        return _Failed(f"{item.utterance_id}: empty transcript")
+    try:
+        return encoder.load(modality_input(item, modality))
+    except EncoderInputError as e:
+        return _Failed(str(e))
+    except Exception as e:  # a decoder crash on one file is that file's problem, not the run's
+        path = getattr(item, MEDIA_FIELDS.get(modality, "text"), "") or item.utterance_id
+        return _Failed(f"{path}: {type(e).__name__}: {e}")
+
+
 class _LoadDataset:
-    """Map-style dataset over (key, input) pairs; runs ``encoder.load`` in DataLoader workers."""
+    """Map-style dataset over (key, input) pairs of ONE encoder; runs ``encoder.load`` in DataLoader workers."""
 
     def __init__(self, encoder: Encoder, items: list[tuple[str, EncoderInput]]) -> None:
         self.encoder, self.items = encoder, items
@@ -172,18 +188,44 @@ class _LoadDataset:
 
     def __getitem__(self, i: int) -> tuple[str, Any]:
         key, item = self.items[i]
-        modality = self.encoder.modality
-        if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
-            return key, _Failed(f"{item.utterance_id}: no {modality} for this utterance")
-        if modality == "text" and not (item.text or "").strip():  # the readers' rule: no transcript, no text
-            return key, _Failed(f"{item.utterance_id}: empty transcript")
-        try:
-            return key, self.encoder.load(modality_input(item, modality))
-        except EncoderInputError as e:
-            return key, _Failed(str(e))
-        except Exception as e:  # a decoder crash on one file is that file's problem, not the run's
-            path = getattr(item, MEDIA_FIELDS.get(modality, "text"), "") or item.utterance_id
-            return key, _Failed(f"{path}: {type(e).__name__}: {e}")
+        return key, load_one(self.encoder, item)
+
+
+@dataclasses.dataclass
+class ColumnJob:
+    """One column to fill: its encoder, the rows it misses (key, input), its shard folder."""
+
+    encoder: Encoder
+    todo: list[tuple[str, EncoderInput]]
+    folder: Path
+    sequence: bool = False
+
+
+class _GroupLoadDataset:
+    """Map-style dataset over utterances that one or more encoders of ONE modality miss. For each
+    utterance the worker runs every such encoder's ``load`` one after the other, so the clip is
+    opened and decoded once (``pipeline.media`` keeps the last decoded spans of the process: the
+    second video encoder gets the first one's frames, resized to its own size)."""
+
+    def __init__(self, jobs: list[ColumnJob], rows: list[tuple[EncoderInput, list[tuple[int, str]]]]) -> None:
+        self.jobs, self.rows = jobs, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> list[tuple[int, str, Any]]:
+        item, wanted = self.rows[i]
+        return [(j, key, load_one(self.jobs[j].encoder, item)) for j, key in wanted]
+
+
+def group_rows(jobs: list[ColumnJob]) -> list[tuple[EncoderInput, list[tuple[int, str]]]]:
+    """The union of the jobs' missing rows, one entry per utterance (first-seen order) with the
+    (job index, row key) of every job that misses it."""
+    rows: dict[str, tuple[EncoderInput, list[tuple[int, str]]]] = {}
+    for j, job in enumerate(jobs):
+        for key, item in job.todo:
+            rows.setdefault(item.utterance_id, (item, []))[1].append((j, key))
+    return list(rows.values())
 
 
 def _collate(batch: list) -> list:
@@ -217,59 +259,78 @@ def die_with_parent(parent_pid: int, worker_id: int | None = None) -> None:
 def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], folder: Path, *, batch_size: int,
                     num_workers: int, shard_size: int, dtype: str, sequence: bool, tag: str = "r0",
                     progress: bool = True) -> dict[str, Any]:
-    """Encode ``items`` and write them as shards into ``folder``. Returns counts and skip reasons."""
+    """Encode ``items`` with one encoder and write them as shards into ``folder`` (:func:`compute_group`
+    with one job). Returns counts and skip reasons."""
+    return compute_group([ColumnJob(encoder, items, folder, sequence)], batch_size=batch_size,
+                         num_workers=num_workers, shard_size=shard_size, dtype=dtype, tag=tag, progress=progress)[0]
+
+
+def compute_group(jobs: list[ColumnJob], *, batch_size: int, num_workers: int, shard_size: int, dtype: str,
+                  tag: str = "r0", progress: bool = True) -> list[dict[str, Any]]:
+    """Fill the columns of ``jobs`` (encoders of one modality) in ONE pass over their missing utterances:
+    one DataLoader whose workers run every encoder's ``load`` on an utterance (one decode of its clip), the
+    main process runs each encoder's ``encode`` on its part of the batch and writes each column's shards.
+    Returns, per job, counts, skip reasons and its encode seconds."""
     import torch
     from tqdm.auto import tqdm
 
-    folder.mkdir(parents=True, exist_ok=True)
-    loader = torch.utils.data.DataLoader(_LoadDataset(encoder, items), batch_size=batch_size, shuffle=False,
+    rows = group_rows(jobs)
+    for job in jobs:
+        job.folder.mkdir(parents=True, exist_ok=True)
+    loader = torch.utils.data.DataLoader(_GroupLoadDataset(jobs, rows), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, collate_fn=_collate,
                                          persistent_workers=False, prefetch_factor=4 if num_workers else None,
                                          worker_init_fn=functools.partial(die_with_parent, os.getpid())
                                          if num_workers else None)
-    buf: dict[str, list] = {"keys": [], "vecs": [], "missing": [], "reasons": [], "seqs": []}
-    skipped: list[str] = []
-    n_written = 0
+    bufs = [{"keys": [], "vecs": [], "missing": [], "reasons": [], "seqs": []} for _ in jobs]
+    results: list[dict[str, Any]] = [{"computed": 0, "skipped": [], "encode_seconds": 0.0} for _ in jobs]
 
-    def flush() -> None:
-        nonlocal n_written
+    def flush(j: int) -> None:
+        buf = bufs[j]
         if not buf["keys"]:
             return
         table = shard_table(buf["keys"], np.stack(buf["vecs"]), buf["missing"], buf["reasons"],
-                            buf["seqs"] if sequence else None, dtype)
-        _write_arrow_atomic(table, folder / f"shard-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.arrow")
-        n_written += len(buf["keys"])
+                            buf["seqs"] if jobs[j].sequence else None, dtype)
+        _write_arrow_atomic(table, jobs[j].folder / f"shard-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.arrow")
+        results[j]["computed"] += len(buf["keys"])
         for v in buf.values():
             v.clear()
 
-    bar = tqdm(total=len(items), desc=f"{encoder.modality}.{encoder.name}", unit="utt", disable=not progress)
+    desc = f"{jobs[0].encoder.modality}." + "+".join(job.encoder.name for job in jobs) if jobs else ""
+    bar = tqdm(total=len(rows), desc=desc, unit="utt", disable=not progress)
     for batch in loader:
-        ok = [(k, s) for k, s in batch if not isinstance(s, _Failed)]
-        out = encoder.encode([s for _, s in ok]) if ok else None
-        j = 0
-        for k, s in batch:
-            buf["keys"].append(k)
-            if isinstance(s, _Failed):
-                buf["vecs"].append(np.zeros(encoder.dim, np.float32))
-                buf["missing"].append(True)
-                buf["reasons"].append(s.reason)
-                buf["seqs"].append(np.zeros((0, 0), np.float32))
-                skipped.append(s.reason)
-            else:
-                buf["vecs"].append(np.asarray(out.vec[j], np.float32))
-                buf["missing"].append(False)
-                buf["reasons"].append("")
-                if sequence:
-                    if out.seq is None:
-                        raise RuntimeError(f"encoder {encoder.name} was asked for sequences but returned none")
-                    buf["seqs"].append(np.asarray(out.seq[j], np.float32))
-                j += 1
-            if len(buf["keys"]) >= shard_size:
-                flush()
+        for j, job in enumerate(jobs):
+            encoder, buf = job.encoder, bufs[j]
+            part = [(k, s) for entry in batch for jj, k, s in entry if jj == j]
+            ok = [s for _, s in part if not isinstance(s, _Failed)]
+            t = time.perf_counter()
+            out = encoder.encode(ok) if ok else None
+            results[j]["encode_seconds"] += time.perf_counter() - t
+            i = 0
+            for k, s in part:
+                buf["keys"].append(k)
+                if isinstance(s, _Failed):
+                    buf["vecs"].append(np.zeros(encoder.dim, np.float32))
+                    buf["missing"].append(True)
+                    buf["reasons"].append(s.reason)
+                    buf["seqs"].append(np.zeros((0, 0), np.float32))
+                    results[j]["skipped"].append(s.reason)
+                else:
+                    buf["vecs"].append(np.asarray(out.vec[i], np.float32))
+                    buf["missing"].append(False)
+                    buf["reasons"].append("")
+                    if job.sequence:
+                        if out.seq is None:
+                            raise RuntimeError(f"encoder {encoder.name} was asked for sequences but returned none")
+                        buf["seqs"].append(np.asarray(out.seq[i], np.float32))
+                    i += 1
+                if len(buf["keys"]) >= shard_size:
+                    flush(j)
         bar.update(len(batch))
-    flush()
+    for j in range(len(jobs)):
+        flush(j)
     bar.close()
-    return {"computed": n_written, "skipped": skipped}
+    return results
 
 
 # --------------------------------------------------------------------------------------------- merge
@@ -450,10 +511,10 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
     keys_by_column: dict[str, list[str]] = {}
     report_cols: dict[str, Any] = {}
 
+    # Plan every column first (lazy encoders: configs and weight-file hashes only, no weights loaded).
+    plans: list[tuple[str, str, list[str], ColumnJob]] = []
     for spec in settings.encoders:
-        t_enc = time.perf_counter()
         encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, settings)
-        name = encoder.name
         device = state.device
         dtype = None
         if device.type == "cuda" and settings.precision in ("bf16", "fp16"):
@@ -472,29 +533,47 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
             if have is not None:
                 done = set(have.column("key").to_pylist())
         todo = [(k, it) for k, it in zip(keys, items) if k not in done]
-        # Every rank plans from the same shards: none may start writing this column's shards before all have
-        # read them (else a slower rank sees a faster rank's new shard, plans a shorter list, and rows fall
-        # between the slices).
+        plans.append((col, fp, keys, ColumnJob(encoder, todo, folder, encoder.name in settings.sequence)))
+    # Every rank plans from the same shards: none may start writing shards before all have read them (else a
+    # slower rank sees a faster rank's new shard, plans a shorter list, and rows fall between the slices).
+    state.wait_for_everyone()
+
+    # Compute: the columns of one modality together (one decode of each clip for all of them); each rank takes
+    # a slice of the utterances any of them misses.
+    by_modality: dict[str, list[tuple[str, str, list[str], ColumnJob]]] = {}
+    for plan in plans:
+        by_modality.setdefault(plan[3].encoder.modality, []).append(plan)
+    for group in by_modality.values():
+        t_group = time.perf_counter()
+        jobs = [plan[3] for plan in group]
+        mine = {row[0].utterance_id for row in group_rows(jobs)[state.process_index::state.num_processes]}
+        rank_jobs = [dataclasses.replace(job, todo=[(k, it) for k, it in job.todo if it.utterance_id in mine])
+                     for job in jobs]
+        results = compute_group(rank_jobs, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                shard_size=settings.shard_size, dtype=settings.dtype, tag=f"r{state.process_index}",
+                                progress=settings.progress and state.is_local_main_process)
         state.wait_for_everyone()
-        mine = todo[state.process_index::state.num_processes]
-        res = compute_missing(encoder, mine, folder, batch_size=settings.batch_size,
-                              num_workers=settings.num_workers, shard_size=settings.shard_size, dtype=settings.dtype,
-                              sequence=name in settings.sequence, tag=f"r{state.process_index}",
-                              progress=settings.progress and state.is_local_main_process)
-        state.wait_for_everyone()
-        columns[col] = {"encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
-                        "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
-                        "dtype": settings.dtype, "sequence": name in settings.sequence,
-                        "uses_history": bool(encoder.uses_history), "profile": settings.profile,
-                        "kwargs": getattr(encoder, "init_kwargs", None),
-                        "finetuned_from": getattr(encoder, "finetuned_from", None)}
-        report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
-                            "computed": len(todo), "random_weights": bool(encoder.random_weights),
-                            "seconds": round(time.perf_counter() - t_enc, 2),
-                            "skipped_this_rank": res["skipped"], **encoder.report_counts()}
-        if state.is_main_process:
-            report_cols[col]["truncated"] = truncation_summary(encoder, items)
-        del encoder
+        seconds = round(time.perf_counter() - t_group, 2)
+        for (col, fp, keys, job), res in zip(group, results):
+            encoder, todo = job.encoder, job.todo
+            name = encoder.name
+            columns[col] = {"encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
+                            "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
+                            "dtype": settings.dtype, "sequence": job.sequence,
+                            "uses_history": bool(encoder.uses_history), "profile": settings.profile,
+                            "kwargs": getattr(encoder, "init_kwargs", None),
+                            "finetuned_from": getattr(encoder, "finetuned_from", None)}
+            report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim),
+                                "reused": len(keys) - len(todo), "computed": len(todo),
+                                "random_weights": bool(encoder.random_weights), "seconds": seconds,
+                                "encode_seconds": round(res["encode_seconds"], 2),
+                                "weights_loaded": bool(getattr(encoder, "loaded", False)),
+                                "skipped_this_rank": res["skipped"], **encoder.report_counts()}
+            if state.is_main_process:
+                report_cols[col]["truncated"] = truncation_summary(encoder, items)
+        for job in jobs:  # this modality's models go before the next modality's load (an encoder we built)
+            job.encoder = None  # type: ignore[assignment]
+        del jobs, rank_jobs, encoder
 
     # Columns from earlier runs that were not asked for this time stay in the cache (incremental).
     for col, info in old_columns.items():
