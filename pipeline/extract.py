@@ -398,6 +398,21 @@ class ExtractSettings:
     precision: str = "no"  # no | bf16 | fp16 (encoder compute on GPU)
     encoder_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     progress: bool = True
+    threads: int | str = "auto"  # torch intra-op threads of the encoding process (see compute_threads)
+
+
+def compute_threads(setting: int | str, num_workers: int) -> int:
+    """Intra-op threads of the process that runs ``encode``: ``setting`` when a number, else (``"auto"``) the
+    cores this process may use less the decoding workers, at least 1. The workers and the encoders share the
+    cores; more threads than that only contend (on a busy 2-core machine, MiniLM encodes 3x faster on one
+    thread than on two; bench/README.md)."""
+    if setting != "auto":
+        n = int(setting)
+        if n < 1:
+            raise ValueError(f"threads must be 'auto' or >= 1, got {setting!r}")
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - int(num_workers))
 
 
 def process_state():
@@ -534,6 +549,7 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
                 done = set(have.column("key").to_pylist())
         todo = [(k, it) for k, it in zip(keys, items) if k not in done]
         plans.append((col, fp, keys, ColumnJob(encoder, todo, folder, encoder.name in settings.sequence)))
+    encoder = None  # the plans hold the encoders now (and drop each modality's after computing it)
     # Every rank plans from the same shards: none may start writing shards before all have read them (else a
     # slower rank sees a faster rank's new shard, plans a shorter list, and rows fall between the slices).
     state.wait_for_everyone()
@@ -543,37 +559,14 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
     by_modality: dict[str, list[tuple[str, str, list[str], ColumnJob]]] = {}
     for plan in plans:
         by_modality.setdefault(plan[3].encoder.modality, []).append(plan)
-    for group in by_modality.values():
-        t_group = time.perf_counter()
-        jobs = [plan[3] for plan in group]
-        mine = {row[0].utterance_id for row in group_rows(jobs)[state.process_index::state.num_processes]}
-        rank_jobs = [dataclasses.replace(job, todo=[(k, it) for k, it in job.todo if it.utterance_id in mine])
-                     for job in jobs]
-        results = compute_group(rank_jobs, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                                shard_size=settings.shard_size, dtype=settings.dtype, tag=f"r{state.process_index}",
-                                progress=settings.progress and state.is_local_main_process)
-        state.wait_for_everyone()
-        seconds = round(time.perf_counter() - t_group, 2)
-        for (col, fp, keys, job), res in zip(group, results):
-            encoder, todo = job.encoder, job.todo
-            name = encoder.name
-            columns[col] = {"encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
-                            "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
-                            "dtype": settings.dtype, "sequence": job.sequence,
-                            "uses_history": bool(encoder.uses_history), "profile": settings.profile,
-                            "kwargs": getattr(encoder, "init_kwargs", None),
-                            "finetuned_from": getattr(encoder, "finetuned_from", None)}
-            report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim),
-                                "reused": len(keys) - len(todo), "computed": len(todo),
-                                "random_weights": bool(encoder.random_weights), "seconds": seconds,
-                                "encode_seconds": round(res["encode_seconds"], 2),
-                                "weights_loaded": bool(getattr(encoder, "loaded", False)),
-                                "skipped_this_rank": res["skipped"], **encoder.report_counts()}
-            if state.is_main_process:
-                report_cols[col]["truncated"] = truncation_summary(encoder, items)
-        for job in jobs:  # this modality's models go before the next modality's load (an encoder we built)
-            job.encoder = None  # type: ignore[assignment]
-        del jobs, rank_jobs, encoder
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(compute_threads(settings.threads, settings.num_workers))
+    try:
+        _compute_columns(by_modality, items, settings, state, columns, report_cols)
+    finally:
+        torch.set_num_threads(threads_before)
 
     # Columns from earlier runs that were not asked for this time stay in the cache (incremental).
     for col, info in old_columns.items():
@@ -613,6 +606,42 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
         write_text_atomic(cache_dir / "report.json", json.dumps(report, indent=2))
     state.wait_for_everyone()
     return report
+
+
+def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "ColumnJob"]]], items: list[EncoderInput],
+                     settings: ExtractSettings, state: Any, columns: dict[str, Any], report_cols: dict[str, Any]) -> None:
+    """Compute the planned columns, one modality at a time, and record each in ``columns`` / ``report_cols``."""
+    for group in by_modality.values():
+        t_group = time.perf_counter()
+        jobs = [plan[3] for plan in group]
+        mine = {row[0].utterance_id for row in group_rows(jobs)[state.process_index::state.num_processes]}
+        rank_jobs = [dataclasses.replace(job, todo=[(k, it) for k, it in job.todo if it.utterance_id in mine])
+                     for job in jobs]
+        results = compute_group(rank_jobs, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                shard_size=settings.shard_size, dtype=settings.dtype, tag=f"r{state.process_index}",
+                                progress=settings.progress and state.is_local_main_process)
+        state.wait_for_everyone()
+        seconds = round(time.perf_counter() - t_group, 2)
+        for (col, fp, keys, job), res in zip(group, results):
+            encoder, todo = job.encoder, job.todo
+            name = encoder.name
+            columns[col] = {"encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
+                            "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
+                            "dtype": settings.dtype, "sequence": job.sequence,
+                            "uses_history": bool(encoder.uses_history), "profile": settings.profile,
+                            "kwargs": getattr(encoder, "init_kwargs", None),
+                            "finetuned_from": getattr(encoder, "finetuned_from", None)}
+            report_cols[col] = {"encoder": name, "fingerprint": fp, "dim": int(encoder.dim),
+                                "reused": len(keys) - len(todo), "computed": len(todo),
+                                "random_weights": bool(encoder.random_weights), "seconds": seconds,
+                                "encode_seconds": round(res["encode_seconds"], 2),
+                                "weights_loaded": bool(getattr(encoder, "loaded", False)),
+                                "skipped_this_rank": res["skipped"], **encoder.report_counts()}
+            if state.is_main_process:
+                report_cols[col]["truncated"] = truncation_summary(encoder, items)
+        for job in jobs:  # this modality's models go before the next modality's load (an encoder we built)
+            job.encoder = None  # type: ignore[assignment]
+        del jobs, rank_jobs, encoder
 
 
 def truncation_summary(encoder: Encoder, items: Sequence[EncoderInput]) -> dict[str, Any] | None:
@@ -754,6 +783,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding media")
     p.add_argument("--shard-size", type=int, default=256, help="rows per shard (the most a kill can lose)")
+    p.add_argument("--threads", default="auto",
+                   help="torch threads of the encoding process (default auto: the cores left after --num-workers)")
     p.add_argument("--sequence", nargs="*", default=None,
                    help="encoders that also store per-step sequences (default: the corpus' catalog entry)")
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="encoder compute dtype on GPU")
@@ -818,7 +849,8 @@ def cli(argv: list[str] | None = None) -> int:
     names = _present_encoders(entry.encoders, data.modalities) if a.encoders is None else a.encoders
     settings = ExtractSettings(encoders=list(names) + tuned, profile=a.profile, dtype=a.dtype, batch_size=a.batch_size,
                                num_workers=a.num_workers, shard_size=a.shard_size, sequence=sequence,
-                               precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress)
+                               precision=a.precision, encoder_overrides=overrides, progress=not a.no_progress,
+                               threads=a.threads if a.threads == "auto" else int(a.threads))
     try:
         report = extract(data, Path(a.cache_root) / a.corpus, settings, wait=not a.no_wait)
     except CacheLocked as e:
