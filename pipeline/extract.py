@@ -86,15 +86,14 @@ def _media_stamp(path: str | None) -> Any:
 def row_key(item: EncoderInput, modality: str, uses_history: bool = False) -> str:
     """Hash of what this modality's encoder reads of one utterance (so a text edit does not
     invalidate the video column, and a re-encoded clip invalidates only its own rows)."""
-    d = dataclasses.asdict(modality_input(item, modality))
+    it = modality_input(item, modality)  # fields read directly: dataclasses.asdict deep-copies the history
     if modality == "text":
-        keep = {k: d[k] for k in ("utterance_id", "text", "speaker")}
+        keep: dict[str, Any] = {"utterance_id": it.utterance_id, "text": it.text, "speaker": it.speaker}
         if uses_history:
-            keep["history"] = d["history"]
+            keep["history"] = [list(turn) for turn in it.history]
     else:
-        field_ = MEDIA_FIELDS[modality]
-        keep = {k: d[k] for k in ("utterance_id", "start", "end", "video_side")}
-        keep["media"] = _media_stamp(d[field_])
+        keep = {"utterance_id": it.utterance_id, "start": it.start, "end": it.end, "video_side": it.video_side,
+                "media": _media_stamp(getattr(it, MEDIA_FIELDS[modality]))}
     return stable_hash(keep)
 
 
@@ -563,8 +562,15 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(compute_threads(settings.threads, settings.num_workers))
+    # A column that computes nothing over the same records keeps the truncation summary of the last run
+    # (it reads every clip's header: the bulk of an unchanged re-run otherwise).
+    old_report = _read_json(cache_dir / "report.json")
+    records_fp = records_fingerprint(records)
+    same_records = old_meta.get("records_fingerprint") == records_fp
+    previous = {col: c for col, c in (old_report.get("columns") or {}).items()
+                if same_records and "truncated" in c} if old_report else {}
     try:
-        _compute_columns(by_modality, items, settings, state, columns, report_cols)
+        _compute_columns(by_modality, items, settings, state, columns, report_cols, previous)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -587,7 +593,7 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
                                 "random_weights": info.get("random_weights", False), "seconds": 0.0}
 
     meta = {"corpus": data.name, "task": data.task, "label_sets": data.label_sets,
-            "modalities": list(data.modalities), "records_fingerprint": records_fingerprint(records),
+            "modalities": list(data.modalities), "records_fingerprint": records_fp,
             "columns": columns, "num_rows": {s: len(data.split(s)) for s in data.splits()}}
     report: dict[str, Any] = {"corpus": data.name, "cache": str(cache_dir), "columns": report_cols}
     meta = json.loads(json.dumps(meta))  # normalise (tuples -> lists) so re-runs compare equal
@@ -608,9 +614,18 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
     return report
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "ColumnJob"]]], items: list[EncoderInput],
-                     settings: ExtractSettings, state: Any, columns: dict[str, Any], report_cols: dict[str, Any]) -> None:
-    """Compute the planned columns, one modality at a time, and record each in ``columns`` / ``report_cols``."""
+                     settings: ExtractSettings, state: Any, columns: dict[str, Any], report_cols: dict[str, Any],
+                     previous: dict[str, dict[str, Any]]) -> None:
+    """Compute the planned columns, one modality at a time, and record each in ``columns`` / ``report_cols``
+    (``previous``: the last run's report of each column, over the same records)."""
     for group in by_modality.values():
         t_group = time.perf_counter()
         jobs = [plan[3] for plan in group]
@@ -638,7 +653,9 @@ def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "Col
                                 "weights_loaded": bool(getattr(encoder, "loaded", False)),
                                 "skipped_this_rank": res["skipped"], **encoder.report_counts()}
             if state.is_main_process:
-                report_cols[col]["truncated"] = truncation_summary(encoder, items)
+                last = previous.get(col, {})
+                report_cols[col]["truncated"] = (last["truncated"] if not todo and last.get("fingerprint") == fp
+                                                 else truncation_summary(encoder, items))
         for job in jobs:  # this modality's models go before the next modality's load (an encoder we built)
             job.encoder = None  # type: ignore[assignment]
         del jobs, rank_jobs, encoder
