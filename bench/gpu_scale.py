@@ -71,10 +71,21 @@ def clips(a: argparse.Namespace) -> Path:
     return root
 
 
+def _decoded(enc, items, a: argparse.Namespace) -> list:
+    """``enc.load`` of ``items`` in DataLoader workers: the parent never opens a decoder (a decoder's threads
+    in the parent can deadlock the workers it forks later)."""
+    import torch
+
+    from pipeline.extract import _collate, _Failed, _LoadDataset
+
+    loader = torch.utils.data.DataLoader(_LoadDataset(enc, [(it.utterance_id, it) for it in items]),
+                                         batch_size=a.batch_size, num_workers=max(1, a.workers), collate_fn=_collate)
+    return [s for batch in loader for _, s in batch if not isinstance(s, _Failed)]
+
+
 def encoders(a: argparse.Namespace) -> None:
     import torch
 
-    from extractors.base import EncoderInput
     from pipeline.corpora.base import read_corpus
     from pipeline.extract import ExtractSettings, build_encoder, encoder_inputs, extract
 
@@ -92,8 +103,7 @@ def encoders(a: argparse.Namespace) -> None:
     total = 0.0
     for name in a.encoders:
         enc = build_encoder(name, settings).to(device, dtype)
-        sample_items = items[: a.ceiling_clips]
-        samples = [enc.load(it) for it in sample_items]
+        samples = _decoded(enc, items[: a.ceiling_clips], a)
         enc.encode(samples[: a.batch_size])  # load + warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
