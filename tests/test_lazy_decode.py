@@ -117,3 +117,20 @@ def test_grouped_decode_equals_one_encoder_at_a_time(tiny: dict[str, str], tmp_p
                                       np.stack(other.column("vec").to_numpy(zero_copy_only=False)))
         assert other.column("missing").to_pylist() == [False, False, False, True], other.column("reason").to_pylist()
         assert str(bad) in other.column("reason").to_pylist()[3]
+
+
+def test_thread_choices() -> None:
+    """Training: 1 intra-op thread for a small model, torch's default for a big one, a number as given; extract:
+    the cores left after the decode workers, at least 1."""
+    from pipeline.extract import compute_threads
+    from pipeline.train import SMALL_MODEL_PARAMS, cpu_threads
+
+    assert cpu_threads("auto", SMALL_MODEL_PARAMS - 1, 8) == 1
+    assert cpu_threads("auto", SMALL_MODEL_PARAMS, 8) == 8
+    assert cpu_threads(3, 10, 8) == 3
+    with pytest.raises(ValueError, match="threads"):
+        cpu_threads(0, 10, 8)
+    cores = len(os.sched_getaffinity(0))
+    assert compute_threads("auto", 0) == cores
+    assert compute_threads("auto", cores + 5) == 1
+    assert compute_threads(2, 16) == 2
