@@ -362,13 +362,3 @@ def hf_config(weights: str, what: str) -> Any:
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EncoderLoadError(f"cannot load {what} weights {weights!r}: {first}") from e
-
-
-def skeleton(config: Any) -> Any:
-    """The model of ``config`` on the ``meta`` device: its structure (forward signature, embeddings,
-    sizes) without allocating or loading any weights."""
-    import torch
-    from transformers import AutoModel
-
-    with torch.device("meta"):
-        return AutoModel.from_config(config)

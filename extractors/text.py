@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderLoadError, EncoderOutput, register_encoder
-from extractors.profiles import TorchEncoder, dtype_name, hf_config, skeleton, torch_dtype, weights_identity
+from extractors.profiles import TorchEncoder, dtype_name, hf_config, torch_dtype, weights_identity
 
 POOLINGS = ("cls", "mean")
 SPEAKER_FORMATS = ("name", "token")
@@ -57,8 +57,17 @@ def _position_offset(model: Any) -> int:
     return 0
 
 
-def _max_tokens(model: Any) -> int:
-    return int(getattr(model.config, "max_position_embeddings", 512)) - _position_offset(model)
+# Model types whose embeddings count positions from ``padding_idx + 1`` (RoBERTa's convention): read from the config
+# so that no modeling code is imported before the first encode; the loaded model is checked against it.
+PAD_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                              "roberta-prelayernorm", "xmod", "longformer", "ibert"})
+
+
+def _config_offset(config: Any) -> int:
+    """:func:`_position_offset` from the config alone."""
+    if getattr(config, "model_type", "") in PAD_OFFSET_TYPES:
+        return int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return 0
 
 
 def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
@@ -91,18 +100,23 @@ class _TextEncoder(TorchEncoder, Encoder):
         self.random_weights = bool(random_weights)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
-        self.tokenizer, self.config = _load_text_tokenizer(weights)
-        self._skeleton = skeleton(self.config)  # structure only (meta device): the weights load on first encode
-        if max_length < 2 or max_length > _max_tokens(self._skeleton):
-            raise ValueError(f"max_length must be in [2, {_max_tokens(self._skeleton)}] for {weights!r}, "
-                             f"got {max_length}")
+        self.tokenizer, self.config = _load_text_tokenizer(weights)  # the weights load on the first encode
+        self._offset = _config_offset(self.config)
+        max_tokens = int(getattr(self.config, "max_position_embeddings", 512)) - self._offset
+        if max_length < 2 or max_length > max_tokens:
+            raise ValueError(f"max_length must be in [2, {max_tokens}] for {weights!r}, got {max_length}")
         self.max_length = int(max_length)
         self.dim = int(self.config.hidden_size)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._identity = weights_identity(weights)
 
     def _load_model(self) -> Any:
-        return _load_text_model(self.weights, self.dtype)
+        model = _load_text_model(self.weights, self.dtype)
+        if _position_offset(model) != self._offset:
+            raise ValueError(f"{self.weights!r}: its embeddings count positions from {_position_offset(model)}, "
+                             f"its config type {self.config.model_type!r} says {self._offset} (extractors/text.py "
+                             f"PAD_OFFSET_TYPES)")
+        return model
 
     left_pad = False  # roberta-context left-pads so that its mask token is the last position of every row
 
@@ -113,7 +127,7 @@ class _TextEncoder(TorchEncoder, Encoder):
         ids, mask = _pad(samples, self.pad_id, left=self.left_pad)
         batch = {"input_ids": ids, "attention_mask": mask}
         if self.left_pad:
-            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + _position_offset(self._skeleton)
+            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + self._offset
         return batch
 
     def pooled(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -287,14 +301,14 @@ class RobertaContextEncoder(_TextEncoder):
                          random_weights=random_weights)
         if self.tokenizer.mask_token is None or self.tokenizer.sep_token is None:
             raise ValueError(f"{weights!r}: its tokenizer has no mask or sep token; roberta-context needs both")
-        if "position_ids" not in inspect.signature(self._skeleton.forward).parameters:
-            raise ValueError(f"{weights!r}: its model takes no position_ids, so left-padded batches would shift "
-                             f"positions; roberta-context needs a BERT/RoBERTa-style encoder")
         # "token": the tokenizer gets <s1>..<s9> now (``load`` needs them); the model's rows on first load.
         self._new_token_ids = _add_speaker_tokens_to_tokenizer(self.tokenizer) if speaker_format == "token" else []
 
     def _load_model(self) -> Any:
         model = super()._load_model()
+        if "position_ids" not in inspect.signature(model.forward).parameters:
+            raise ValueError(f"{self.weights!r}: its model takes no position_ids, so left-padded batches would shift "
+                             f"positions; roberta-context needs a BERT/RoBERTa-style encoder")
         _init_speaker_rows(model, self._new_token_ids)
         return model
 
