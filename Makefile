@@ -9,6 +9,7 @@
 #   make export RUN=runs/demo-telme OUT=runs/demo-telme-export   (a shareable model folder, HF layout)
 #   make finetune ENCODER=roberta-context CORPUS=meld ROOT=/data/MELD.Raw PROFILE=paper [SET="stages.finetune.lr=1e-5"]
 #   paths: CACHE=cache RUNS=runs DEMO_DATA=data/demo (a demo corpus is read from DEMO_DATA/<layout>)
+#   benchmarks (tables): make bench-features | bench-train | bench-finetune | bench-scale [ARGS="--axes count"] | faults
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -59,10 +60,10 @@ CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
 .PHONY: install demo demo-data features train finetune evaluate predict export compare test bench-features bench-train \
-	bench-finetune clean help
+	bench-finetune bench-scale clean help
 
 help:
-	@sed -n '1,11p' Makefile
+	@sed -n '1,12p' Makefile
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -152,6 +153,11 @@ bench-train: install
 
 bench-finetune: install
 	$(PY) bench/bench_finetune.py $(ARGS)
+
+# Realistic scale (issue 16): 13,708 MELD-like rows (count axis), 200 1280x720 clips (decode, pipeline), the
+# paper-size encoders with random weights; ARGS="--axes count --rows 3000" etc. Clips go to ~/.cache/merc/bench-scale.
+bench-scale: install
+	$(PY) bench/bench_scale.py $(ARGS)
 
 # Fault injection (bench/faults.py): SIGKILL features / train at random points and during the final
 # save, restart / resume, race two runs; prints a table. ARGS="--kills 8 --train-kills 3 --seed 1".

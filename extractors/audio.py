@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderInputError, EncoderOutput, register_encoder
-from extractors.profiles import TorchEncoder, dtype_name, has_local_file, torch_dtype, weights_identity
+from extractors.profiles import TorchEncoder, dtype_name, has_local_file, hf_config, torch_dtype, weights_identity
 
 AUDIO_POOLINGS = ("mean", "first")
 # Every openSMILE feature set opensmile-python 2.6.0 ships (its config files are in the wheel), with its
@@ -100,7 +100,7 @@ class Data2VecEncoder(TorchEncoder, Encoder):
                  sample_rate: int = 16000, max_seconds: float | None = None, pooling: str = "mean",
                  random_weights: bool = False) -> None:
         import torch
-        from transformers import AutoFeatureExtractor, Data2VecAudioModel
+        from transformers import AutoFeatureExtractor
 
         if pooling not in AUDIO_POOLINGS:
             raise ValueError(f"pooling must be one of {AUDIO_POOLINGS}, got {pooling!r}")
@@ -112,32 +112,36 @@ class Data2VecEncoder(TorchEncoder, Encoder):
         self.random_weights = bool(random_weights)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
-        try:
-            self.model = Data2VecAudioModel.from_pretrained(weights, dtype=self.dtype).eval()
-        except (OSError, ValueError) as e:
-            raise OSError(f"cannot load data2vec weights {weights!r}: {e}") from e
+        cfg = hf_config(weights, "data2vec")  # the weights themselves load on the first encode
         self.feature_extractor = None
         if has_local_file(weights, "preprocessor_config.json"):
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(weights)
             fe_rate = getattr(self.feature_extractor, "sampling_rate", self.sample_rate)
             if fe_rate != self.sample_rate:
                 raise ValueError(f"{weights!r} expects {fe_rate} Hz audio, but sample_rate={self.sample_rate}")
-        cfg = self.model.config
         self.min_samples = _min_samples(list(cfg.conv_kernel), list(cfg.conv_stride))
         self.dim = int(cfg.hidden_size)
         self._identity = weights_identity(weights)
         self._frame_mask: Any = None
-        self._mask_positional_convs()
-        self.model.to(self.device)
 
-    def _mask_positional_convs(self) -> None:
+    def _load_model(self) -> Any:
+        from transformers import Data2VecAudioModel
+
+        try:
+            model = Data2VecAudioModel.from_pretrained(self.weights, dtype=self.dtype).eval()
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot load data2vec weights {self.weights!r}: {e}") from e
+        self._mask_positional_convs(model)
+        return model
+
+    def _mask_positional_convs(self, model: Any) -> None:
         """Zero padded frames after each positional conv layer.
 
         data2vec-audio stacks several convolutions as its relative positional embedding; HF zeroes
         padded frames only before the first, so in a padded batch the later layers read non-zero
         padding and the last valid frames differ from an unpadded run. Zeroing after every layer
         reproduces exactly the zero padding a single utterance sees, so batched == one-by-one."""
-        layers = getattr(getattr(getattr(self.model, "encoder", None), "pos_conv_embed", None), "layers", None)
+        layers = getattr(getattr(getattr(model, "encoder", None), "pos_conv_embed", None), "layers", None)
         for layer in layers or []:
             layer.register_forward_hook(self._zero_padding)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ from pipeline.registry import Registry
 
 ENCODERS: Registry[type["Encoder"]] = Registry("encoder")
 register_encoder = ENCODERS.register
+# How many times each encoder loaded its weights in this process (lazy weights: only on the first
+# ``encode``). Tests and benchmarks read it: an unchanged re-run must not add to it.
+WEIGHT_LOADS: Counter[str] = Counter()
 
 
 @dataclass

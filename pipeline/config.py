@@ -48,6 +48,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seq_policy": "uniform",
     "find_unused_parameters": False,  # multi-GPU (DDP) only: set true if a stage leaves trainable params unused
     "grad_accum_steps": 1,  # optimizer step every N batches (effective batch = N x batch_size x processes)
+    # torch intra-op threads on a CPU run: "auto" = 1 for a small model (pipeline.train.cpu_threads), else
+    # torch's default; or a number. No effect on a GPU run.
+    "threads": "auto",
 }
 STAGE_REQUIRED = ("epochs", "lr", "batch_size")
 STAGE_OVERRIDABLE = ("weight_decay", "grad_clip", "warmup", "scheduler", "optimizer")

@@ -89,15 +89,14 @@ def _media_stamp(path: str | None) -> Any:
 def row_key(item: EncoderInput, modality: str, uses_history: bool = False) -> str:
     """Hash of what this modality's encoder reads of one utterance (so a text edit does not
     invalidate the video column, and a re-encoded clip invalidates only its own rows)."""
-    d = dataclasses.asdict(modality_input(item, modality))
+    it = modality_input(item, modality)  # fields read directly: dataclasses.asdict deep-copies the history
     if modality == "text":
-        keep = {k: d[k] for k in ("utterance_id", "text", "speaker")}
+        keep: dict[str, Any] = {"utterance_id": it.utterance_id, "text": it.text, "speaker": it.speaker}
         if uses_history:
-            keep["history"] = d["history"]
+            keep["history"] = [list(turn) for turn in it.history]
     else:
-        field_ = MEDIA_FIELDS[modality]
-        keep = {k: d[k] for k in ("utterance_id", "start", "end", "video_side")}
-        keep["media"] = _media_stamp(d[field_])
+        keep = {"utterance_id": it.utterance_id, "start": it.start, "end": it.end, "video_side": it.video_side,
+                "media": _media_stamp(getattr(it, MEDIA_FIELDS[modality]))}
     return stable_hash(keep)
 
 
@@ -164,8 +163,24 @@ class _Failed:
     reason: str
 
 
+def load_one(encoder: Encoder, item: EncoderInput) -> Any:
+    """``encoder.load`` of one utterance (in a DataLoader worker), or a :class:`_Failed` with the reason."""
+    modality = encoder.modality
+    if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
+        return _Failed(f"{item.utterance_id}: no {modality} for this utterance")
+    if modality == "text" and not (item.text or "").strip():  # the readers' rule: no transcript, no text
+        return _Failed(f"{item.utterance_id}: empty transcript")
+    try:
+        return encoder.load(modality_input(item, modality))
+    except EncoderInputError as e:
+        return _Failed(str(e))
+    except Exception as e:  # a decoder crash on one file is that file's problem, not the run's
+        path = getattr(item, MEDIA_FIELDS.get(modality, "text"), "") or item.utterance_id
+        return _Failed(f"{path}: {type(e).__name__}: {e}")
+
+
 class _LoadDataset:
-    """Map-style dataset over (key, input) pairs; runs ``encoder.load`` in DataLoader workers."""
+    """Map-style dataset over (key, input) pairs of ONE encoder; runs ``encoder.load`` in DataLoader workers."""
 
     def __init__(self, encoder: Encoder, items: list[tuple[str, EncoderInput]]) -> None:
         self.encoder, self.items = encoder, items
@@ -175,18 +190,45 @@ class _LoadDataset:
 
     def __getitem__(self, i: int) -> tuple[str, Any]:
         key, item = self.items[i]
-        modality = self.encoder.modality
-        if modality in MEDIA_FIELDS and not getattr(item, MEDIA_FIELDS[modality]):
-            return key, _Failed(f"{item.utterance_id}: no {modality} for this utterance")
-        if modality == "text" and not (item.text or "").strip():  # the readers' rule: no transcript, no text
-            return key, _Failed(f"{item.utterance_id}: empty transcript")
-        try:
-            return key, self.encoder.load(modality_input(item, modality))
-        except EncoderInputError as e:
-            return key, _Failed(str(e))
-        except Exception as e:  # a decoder crash on one file is that file's problem, not the run's
-            path = getattr(item, MEDIA_FIELDS.get(modality, "text"), "") or item.utterance_id
-            return key, _Failed(f"{path}: {type(e).__name__}: {e}")
+        return key, load_one(self.encoder, item)
+
+
+@dataclasses.dataclass
+class ColumnJob:
+    """One column to fill: its encoder, the rows it misses (key, input), its shard folder."""
+
+    encoder: Encoder
+    todo: list[tuple[str, EncoderInput]]
+    folder: Path
+    sequence: bool = False
+    decoded: bool = False  # a decoded-inputs column (pipeline/inputs.py): meta "inputs", not "columns"
+
+
+class _GroupLoadDataset:
+    """Map-style dataset over utterances that one or more encoders of ONE modality miss. For each
+    utterance the worker runs every such encoder's ``load`` one after the other, so the clip is
+    opened and decoded once (``pipeline.media`` keeps the last decoded spans of the process: the
+    second video encoder gets the first one's frames, resized to its own size)."""
+
+    def __init__(self, jobs: list[ColumnJob], rows: list[tuple[EncoderInput, list[tuple[int, str]]]]) -> None:
+        self.jobs, self.rows = jobs, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> list[tuple[int, str, Any]]:
+        item, wanted = self.rows[i]
+        return [(j, key, load_one(self.jobs[j].encoder, item)) for j, key in wanted]
+
+
+def group_rows(jobs: list[ColumnJob]) -> list[tuple[EncoderInput, list[tuple[int, str]]]]:
+    """The union of the jobs' missing rows, one entry per utterance (first-seen order) with the
+    (job index, row key) of every job that misses it."""
+    rows: dict[str, tuple[EncoderInput, list[tuple[int, str]]]] = {}
+    for j, job in enumerate(jobs):
+        for key, item in job.todo:
+            rows.setdefault(item.utterance_id, (item, []))[1].append((j, key))
+    return list(rows.values())
 
 
 def _collate(batch: list) -> list:
@@ -242,52 +284,72 @@ class FeatureRows:
 def compute_missing(encoder: Encoder, items: list[tuple[str, EncoderInput]], folder: Path, *, batch_size: int,
                     num_workers: int, shard_size: int, dtype: str, sequence: bool, tag: str = "r0",
                     progress: bool = True) -> dict[str, Any]:
-    """Encode ``items`` and write them as shards into ``folder``. Returns counts and skip reasons."""
+    """Encode ``items`` with one encoder and write them as shards into ``folder`` (:func:`compute_group`
+    with one job). Returns counts and skip reasons."""
+    return compute_group([ColumnJob(encoder, items, folder, sequence)], batch_size=batch_size,
+                         num_workers=num_workers, shard_size=shard_size, dtype=dtype, tag=tag, progress=progress)[0]
+
+
+def compute_group(jobs: list[ColumnJob], *, batch_size: int, num_workers: int, shard_size: int, dtype: str,
+                  tag: str = "r0", progress: bool = True) -> list[dict[str, Any]]:
+    """Fill the columns of ``jobs`` (encoders of one modality) in ONE pass over their missing utterances:
+    one DataLoader whose workers run every encoder's ``load`` on an utterance (one decode of its clip), the
+    main process runs each encoder's ``encode`` on its part of the batch and writes each column's shards.
+    Returns, per job, counts, skip reasons and its encode seconds."""
     import torch
     from tqdm.auto import tqdm
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fmt = encoder.shard_rows(dtype, sequence) if hasattr(encoder, "shard_rows") else FeatureRows(dtype, sequence)
-    loader = torch.utils.data.DataLoader(_LoadDataset(encoder, items), batch_size=batch_size, shuffle=False,
+    rows = group_rows(jobs)
+    for job in jobs:
+        job.folder.mkdir(parents=True, exist_ok=True)
+    fmts = [job.encoder.shard_rows(dtype, job.sequence) if hasattr(job.encoder, "shard_rows")
+            else FeatureRows(dtype, job.sequence) for job in jobs]  # row format of each column's shards
+    loader = torch.utils.data.DataLoader(_GroupLoadDataset(jobs, rows), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, collate_fn=_collate,
                                          persistent_workers=False, prefetch_factor=4 if num_workers else None,
                                          worker_init_fn=functools.partial(die_with_parent, os.getpid())
                                          if num_workers else None)
-    buf: dict[str, list] = {"keys": [], "rows": [], "missing": [], "reasons": []}
-    skipped: list[str] = []
-    n_written = 0
+    bufs: list[dict[str, list]] = [{"keys": [], "rows": [], "missing": [], "reasons": []} for _ in jobs]
+    results: list[dict[str, Any]] = [{"computed": 0, "skipped": [], "encode_seconds": 0.0} for _ in jobs]
 
-    def flush() -> None:
-        nonlocal n_written
+    def flush(j: int) -> None:
+        buf = bufs[j]
         if not buf["keys"]:
             return
-        table = fmt.table(buf["keys"], buf["rows"], buf["missing"], buf["reasons"])
-        _write_arrow_atomic(table, folder / f"shard-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.arrow")
-        n_written += len(buf["keys"])
+        table = fmts[j].table(buf["keys"], buf["rows"], buf["missing"], buf["reasons"])
+        _write_arrow_atomic(table, jobs[j].folder / f"shard-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.arrow")
+        results[j]["computed"] += len(buf["keys"])
         for v in buf.values():
             v.clear()
 
-    bar = tqdm(total=len(items), desc=f"{encoder.modality}.{encoder.name}", unit="utt", disable=not progress)
+    desc = f"{jobs[0].encoder.modality}." + "+".join(job.encoder.name for job in jobs) if jobs else ""
+    bar = tqdm(total=len(rows), desc=desc, unit="utt", disable=not progress)
     for batch in loader:
-        ok = [s for _, s in batch if not isinstance(s, _Failed)]
-        rows = iter(fmt.rows(encoder, ok) if ok else [])
-        for k, s in batch:
-            buf["keys"].append(k)
-            if isinstance(s, _Failed):
-                buf["rows"].append(fmt.blank(encoder))
-                buf["missing"].append(True)
-                buf["reasons"].append(s.reason)
-                skipped.append(s.reason)
-            else:
-                buf["rows"].append(next(rows))
-                buf["missing"].append(False)
-                buf["reasons"].append("")
-            if len(buf["keys"]) >= shard_size:
-                flush()
+        for j, job in enumerate(jobs):
+            encoder, buf = job.encoder, bufs[j]
+            part = [(k, s) for entry in batch for jj, k, s in entry if jj == j]
+            ok = [s for _, s in part if not isinstance(s, _Failed)]
+            t = time.perf_counter()
+            out = iter(fmts[j].rows(encoder, ok) if ok else [])
+            results[j]["encode_seconds"] += time.perf_counter() - t
+            for k, s in part:
+                buf["keys"].append(k)
+                if isinstance(s, _Failed):
+                    buf["rows"].append(fmts[j].blank(encoder))
+                    buf["missing"].append(True)
+                    buf["reasons"].append(s.reason)
+                    results[j]["skipped"].append(s.reason)
+                else:
+                    buf["rows"].append(next(out))
+                    buf["missing"].append(False)
+                    buf["reasons"].append("")
+                if len(buf["keys"]) >= shard_size:
+                    flush(j)
         bar.update(len(batch))
-    flush()
+    for j in range(len(jobs)):
+        flush(j)
     bar.close()
-    return {"computed": n_written, "skipped": skipped}
+    return results
 
 
 # --------------------------------------------------------------------------------------------- merge
@@ -367,6 +429,21 @@ class ExtractSettings:
     encoder_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     progress: bool = True
     inputs: list[Any] = dataclasses.field(default_factory=list)  # encoders whose DECODED INPUTS to cache
+    threads: int | str = "auto"  # torch intra-op threads of the encoding process (see compute_threads)
+
+
+def compute_threads(setting: int | str, num_workers: int) -> int:
+    """Intra-op threads of the process that runs ``encode``: ``setting`` when a number, else (``"auto"``) the
+    cores this process may use less the decoding workers, at least 1. The workers and the encoders share the
+    cores; more threads than that only contend (on a busy 2-core machine, MiniLM encodes 3x faster on one
+    thread than on two; bench/README.md)."""
+    if setting != "auto":
+        n = int(setting)
+        if n < 1:
+            raise ValueError(f"threads must be 'auto' or >= 1, got {setting!r}")
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - int(num_workers))
 
 
 def process_state():
@@ -485,13 +562,13 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
 
     from pipeline.inputs import DecodedInputs
 
-    jobs = [(spec, False) for spec in settings.encoders] + [(spec, True) for spec in settings.inputs]
-    for spec, decoded in jobs:
-        t_enc = time.perf_counter()
+    # Plan every column first (lazy encoders: configs and weight-file hashes only, no weights loaded); the
+    # decoded-inputs columns (`inputs`) are planned the same way, into inputs/ instead of shards/.
+    plans: list[tuple[str, str, list[str], ColumnJob]] = []
+    for spec, decoded in [(spec, False) for spec in settings.encoders] + [(spec, True) for spec in settings.inputs]:
         encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, settings)
         if decoded and not isinstance(encoder, DecodedInputs):
             encoder = DecodedInputs(encoder)
-        name = encoder.name
         device = state.device
         dtype = None
         if device.type == "cuda" and settings.precision in ("bf16", "fp16"):
@@ -510,31 +587,33 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
             if have is not None:
                 done = set(have.column("key").to_pylist())
         todo = [(k, it) for k, it in zip(keys, items) if k not in done]
-        # Every rank plans from the same shards: none may start writing this column's shards before all have
-        # read them (else a slower rank sees a faster rank's new shard, plans a shorter list, and rows fall
-        # between the slices).
-        state.wait_for_everyone()
-        mine = todo[state.process_index::state.num_processes]
-        res = compute_missing(encoder, mine, folder, batch_size=settings.batch_size,
-                              num_workers=settings.num_workers, shard_size=settings.shard_size, dtype=settings.dtype,
-                              sequence=name in settings.sequence, tag=f"r{state.process_index}",
-                              progress=settings.progress and state.is_local_main_process)
-        state.wait_for_everyone()
-        (inputs if decoded else columns)[col] = {
-                        "encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
-                        "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
-                        "dtype": settings.dtype, "sequence": name in settings.sequence,
-                        "uses_history": bool(encoder.uses_history), "profile": settings.profile,
-                        "kwargs": getattr(encoder, "init_kwargs", None),
-                        "finetuned_from": getattr(encoder, "finetuned_from", None)}
-        report_cols[col + (" (inputs)" if decoded else "")] = {"encoder": name, "kind": "inputs" if decoded else "features",
-                            "fingerprint": fp, "dim": int(encoder.dim), "reused": len(keys) - len(todo),
-                            "computed": len(todo), "random_weights": bool(encoder.random_weights),
-                            "seconds": round(time.perf_counter() - t_enc, 2),
-                            "skipped_this_rank": res["skipped"], **encoder.report_counts()}
-        if state.is_main_process:
-            report_cols[col + (" (inputs)" if decoded else "")]["truncated"] = truncation_summary(encoder, items)
-        del encoder
+        plans.append((col, fp, keys, ColumnJob(encoder, todo, folder, encoder.name in settings.sequence and not decoded,
+                                                 decoded)))
+    encoder = None  # the plans hold the encoders now (and drop each modality's after computing it)
+    # Every rank plans from the same shards: none may start writing shards before all have read them (else a
+    # slower rank sees a faster rank's new shard, plans a shorter list, and rows fall between the slices).
+    state.wait_for_everyone()
+
+    # Compute: the columns of one modality together (one decode of each clip for all of them); each rank takes
+    # a slice of the utterances any of them misses.
+    by_modality: dict[str, list[tuple[str, str, list[str], ColumnJob]]] = {}
+    for plan in plans:
+        by_modality.setdefault(plan[3].encoder.modality, []).append(plan)
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(compute_threads(settings.threads, settings.num_workers))
+    # A column that computes nothing over the same records keeps the truncation summary of the last run
+    # (it reads every clip's header: the bulk of an unchanged re-run otherwise).
+    old_report = _read_json(cache_dir / "report.json")
+    records_fp = records_fingerprint(records)
+    same_records = old_meta.get("records_fingerprint") == records_fp
+    previous = {col: c for col, c in (old_report.get("columns") or {}).items()
+                if same_records and "truncated" in c} if old_report else {}
+    try:
+        _compute_columns(by_modality, items, settings, state, columns, report_cols, previous, inputs)
+    finally:
+        torch.set_num_threads(threads_before)
 
     # Columns (and decoded inputs) from earlier runs that were not asked for this time stay (incremental).
     for old, now, keys_of, root in ((old_columns, columns, keys_by_column, SHARDS_DIR),
@@ -542,7 +621,7 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
         _keep_earlier(cache_dir / root, items, old, now, keys_of, report_cols)
 
     meta = {"corpus": data.name, "task": data.task, "label_sets": data.label_sets,
-            "modalities": list(data.modalities), "records_fingerprint": records_fingerprint(records),
+            "modalities": list(data.modalities), "records_fingerprint": records_fp,
             "columns": columns, "num_rows": {s: len(data.split(s)) for s in data.splits()}}
     if inputs:
         meta[INPUTS_META] = inputs
@@ -586,6 +665,57 @@ def _keep_earlier(root: Path, items: list[EncoderInput], old: dict[str, Any], no
             report_cols[col] = {"encoder": info.get("encoder"), "dropped": "corpus changed; re-run with this encoder",
                                 "fingerprint": info["fingerprint"], "dim": info["dim"], "computed": 0, "reused": 0,
                                 "random_weights": info.get("random_weights", False), "seconds": 0.0}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "ColumnJob"]]], items: list[EncoderInput],
+                     settings: ExtractSettings, state: Any, columns: dict[str, Any], report_cols: dict[str, Any],
+                     previous: dict[str, dict[str, Any]], inputs: dict[str, Any] | None = None) -> None:
+    """Compute the planned columns, one modality at a time, and record each in ``columns`` (decoded-inputs
+    columns in ``inputs``) / ``report_cols`` (``previous``: the last run's report of each column, over the
+    same records)."""
+    for group in by_modality.values():
+        t_group = time.perf_counter()
+        jobs = [plan[3] for plan in group]
+        mine = {row[0].utterance_id for row in group_rows(jobs)[state.process_index::state.num_processes]}
+        rank_jobs = [dataclasses.replace(job, todo=[(k, it) for k, it in job.todo if it.utterance_id in mine])
+                     for job in jobs]
+        results = compute_group(rank_jobs, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                shard_size=settings.shard_size, dtype=settings.dtype, tag=f"r{state.process_index}",
+                                progress=settings.progress and state.is_local_main_process)
+        state.wait_for_everyone()
+        seconds = round(time.perf_counter() - t_group, 2)
+        for (col, fp, keys, job), res in zip(group, results):
+            encoder, todo = job.encoder, job.todo
+            name = encoder.name
+            (inputs if job.decoded and inputs is not None else columns)[col] = {
+                            "encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
+                            "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
+                            "dtype": settings.dtype, "sequence": job.sequence,
+                            "uses_history": bool(encoder.uses_history), "profile": settings.profile,
+                            "kwargs": getattr(encoder, "init_kwargs", None),
+                            "finetuned_from": getattr(encoder, "finetuned_from", None)}
+            rcol = col + (" (inputs)" if job.decoded else "")
+            report_cols[rcol] = {"encoder": name, "kind": "inputs" if job.decoded else "features",
+                                "fingerprint": fp, "dim": int(encoder.dim),
+                                "reused": len(keys) - len(todo), "computed": len(todo),
+                                "random_weights": bool(encoder.random_weights), "seconds": seconds,
+                                "encode_seconds": round(res["encode_seconds"], 2),
+                                "weights_loaded": bool(getattr(encoder, "loaded", False)),
+                                "skipped_this_rank": res["skipped"], **encoder.report_counts()}
+            if state.is_main_process:
+                last = previous.get(rcol, {})
+                report_cols[rcol]["truncated"] = (last["truncated"] if not todo and last.get("fingerprint") == fp
+                                                  else truncation_summary(encoder, items))
+        for job in jobs:  # this modality's models go before the next modality's load (an encoder we built)
+            job.encoder = None  # type: ignore[assignment]
+        del jobs, rank_jobs, encoder
 
 
 def truncation_summary(encoder: Encoder, items: Sequence[EncoderInput]) -> dict[str, Any] | None:
@@ -733,6 +863,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding media")
     p.add_argument("--shard-size", type=int, default=256, help="rows per shard (the most a kill can lose)")
+    p.add_argument("--threads", default="auto",
+                   help="torch threads of the encoding process (default auto: the cores left after --num-workers)")
     p.add_argument("--sequence", nargs="*", default=None,
                    help="encoders that also store per-step sequences (default: the corpus' catalog entry)")
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="encoder compute dtype on GPU")
@@ -790,6 +922,7 @@ def cli(argv: list[str] | None = None) -> int:
                               sequence=a.sequence, dtype=a.dtype, batch_size=a.batch_size, num_workers=a.num_workers,
                               shard_size=a.shard_size, precision=a.precision, encoder_overrides=overrides,
                               finetuned=a.finetuned, tag=a.tag, inputs=a.inputs, asr=a.asr, strict=a.strict,
+                              threads=a.threads if a.threads == "auto" else int(a.threads),
                               wait=not a.no_wait, progress=not a.no_progress)
     except CacheLocked as e:
         if process_state().is_main_process:

@@ -86,6 +86,9 @@ class _ReaderCache:
 
 _AUDIO_READERS = _ReaderCache()
 _VIDEO_READERS = _ReaderCache()
+# The last decoded spans of this process: the encoders of one modality load an utterance one after the other
+# (pipeline.extract.compute_group), so the second one reuses the first one's decode. Callers get copies.
+_DECODED = _ReaderCache(capacity=4)
 
 
 def _file_key(p: Path, *extra: Any) -> tuple[Any, ...]:
@@ -214,6 +217,15 @@ def load_audio(
             raise ValueError(f"unknown audio backend {b!r}; known: {', '.join(_AUDIO_DECODERS)}")
     if p.suffix.lower() not in SOUNDFILE_SUFFIXES and backends is None:
         order = [b for b in order if b != "soundfile"]
+    wave = _DECODED.get(_file_key(p, "audio", start, end, sample_rate, tuple(order)),
+                        lambda: _decode_audio(p, start, end, sample_rate, order))
+    if max_seconds is not None:
+        wave = wave[-int(round(max_seconds * sample_rate)):]
+    return wave.copy()
+
+
+def _decode_audio(p: Path, start: float | None, end: float | None, sample_rate: int, order: list[str]) -> np.ndarray:
+    """The first decoder in ``order`` that works, resampled to ``sample_rate`` (see :func:`load_audio`)."""
     errors: list[str] = []
     for name in order:
         try:
@@ -228,8 +240,6 @@ def load_audio(
         if wave.size == 0:
             span = f"[{start}, {end}]s" if start is not None or end is not None else "the whole file"
             raise MediaError(f"{p}: no audio samples in {span}")
-        if max_seconds is not None:
-            wave = wave[-int(round(max_seconds * sample_rate)):]
         return np.ascontiguousarray(wave, dtype=np.float32)
     raise MediaError(f"{p}: cannot decode audio ({'; '.join(errors) or 'no decoder tried'})")
 
@@ -362,10 +372,21 @@ def load_frames(
     p = _check_file(path)
     _check_span(p, start, end)
     order = list(backends) if backends is not None else list(VIDEO_BACKENDS)
-    errors: list[str] = []
     for name in order:
         if name not in _VIDEO_DECODERS:
             raise ValueError(f"unknown video backend {name!r}; known: {', '.join(_VIDEO_DECODERS)}")
+    key = _file_key(p, "video", start, end, num_frames, side, tuple(order))
+    frames = _DECODED.get(key, lambda: _decode_frames(p, start, end, num_frames, side, order))
+    if size is not None:  # resized once per size: two encoders of one size share it too
+        frames = _DECODED.get((*key, size), lambda: resize_frames(frames, size))
+    return frames.copy()
+
+
+def _decode_frames(p: Path, start: float | None, end: float | None, num_frames: int, side: str | None,
+                   order: list[str]) -> np.ndarray:
+    """The first decoder in ``order`` that works, cropped to ``side`` (see :func:`load_frames`)."""
+    errors: list[str] = []
+    for name in order:
         try:
             frames = _VIDEO_DECODERS[name](p, start, end, num_frames)
         except MediaError as e:
@@ -380,8 +401,5 @@ def load_frames(
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != num_frames:
             errors.append(f"{name}: unexpected frame array shape {frames.shape}")
             continue
-        frames = crop_side(frames.astype(np.uint8, copy=False), side)
-        if size is not None:
-            frames = resize_frames(frames, size)
-        return np.ascontiguousarray(frames)
+        return np.ascontiguousarray(crop_side(frames.astype(np.uint8, copy=False), side))
     raise MediaError(f"{p}: cannot decode video ({'; '.join(errors) or 'no decoder tried'})")

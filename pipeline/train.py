@@ -238,6 +238,21 @@ def _fresh_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state()
 
 
+SMALL_MODEL_PARAMS = 5_000_000  # below this, a CPU step is many tiny ops: extra threads only synchronise
+
+
+def cpu_threads(setting: Any, num_params: int, default: int) -> int:
+    """Intra-op threads for a CPU run: ``setting`` when it is a number, else (``"auto"``) 1 for a model under
+    ``SMALL_MODEL_PARAMS`` parameters and torch's ``default`` otherwise. Deterministic (never from the load
+    average): the thread count may change the low bits of a sum, and a seed must give the same run."""
+    if setting != "auto":
+        n = int(setting)
+        if n < 1:
+            raise ValueError(f"train.threads must be 'auto' or >= 1, got {setting!r}")
+        return n
+    return 1 if num_params < SMALL_MODEL_PARAMS else max(1, int(default))
+
+
 class Trainer:
     """One training run of one seed into ``out_dir``; ``run()`` returns the result dict."""
 
@@ -434,6 +449,18 @@ class Trainer:
         return compute_metrics(self.data.task, targets, outputs, self.data.label_names)
 
     def run(self) -> dict[str, Any]:
+        """Train every stage (on a CPU with ``train.threads`` intra-op threads, restored after), score, report."""
+        before = torch.get_num_threads()
+        if self.accelerator.device.type == "cpu":
+            n_params = sum(p.numel() for p in self.method.parameters())
+            torch.set_num_threads(cpu_threads(self.config["train"]["threads"], n_params, before))
+        self.run_info["torch_threads"] = torch.get_num_threads()
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(before)
+
+    def _run(self) -> dict[str, Any]:
         from pipeline.report import write_run_reports
 
         first = self.resume_point.stage_index if self.resume_point else 0

@@ -423,7 +423,12 @@ def test_data2vec_feature_extractor_matches_utterance_normalisation(tiny: dict[s
 
 def test_profiles_resolve(tiny: dict[str, str]) -> None:
     root = Path(tiny["roberta"]).parent.parent
-    assert set(PROFILES) == {"paper", "offline"}
+    assert set(PROFILES) == {"paper", "offline", "paper-random"}
+    # paper-random: the paper's settings, every torch encoder on random weights (openSMILE is real either way)
+    for name, kw in PROFILES["paper-random"].items():
+        assert kw.get("random_weights", False) is (name != "opensmile")
+        same = {k: v for k, v in kw.items() if k not in ("weights", "weights_file", "random_weights")}
+        assert same == {k: v for k, v in PROFILES["paper"][name].items() if k not in ("weights", "weights_file")}
     for prof in PROFILES.values():
         assert set(prof) == set(ALL)
     kw = encoder_kwargs("offline", "data2vec", tiny_root=root)
@@ -440,7 +445,7 @@ def test_profiles_resolve(tiny: dict[str, str]) -> None:
     assert dn["weights_file"] == "/w/dn.safetensors" and "random_weights" not in dn
     with pytest.raises(TypeError, match="num_frame"):
         encoder_kwargs("offline", "timesformer", overrides={"num_frame": 4}, tiny_root=root)
-    with pytest.raises(KeyError, match="known: offline, paper"):
+    with pytest.raises(KeyError, match="known: offline, paper, paper-random"):
         encoder_kwargs("fast", "roberta")
     table = describe("offline")
     rows = {line.split()[0]: line for line in table.splitlines()[3:]}
