@@ -72,7 +72,11 @@ class _ReaderCache:
 
     def get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         if os.getpid() != self._pid:
-            self._items.clear()
+            # Forked from a process that held open readers: never close them here. Their destructors join
+            # decoder threads that do not exist in the child and would hang it forever (seen: a DataLoader
+            # worker forked after `predict` decoded in the parent). They are left alive, unused.
+            _INHERITED.append(self._items)
+            self._items = OrderedDict()
             self._pid = os.getpid()
         if key in self._items:
             self._items.move_to_end(key)
@@ -84,6 +88,7 @@ class _ReaderCache:
         return value
 
 
+_INHERITED: list[Any] = []  # readers opened by the parent of a forked process (see _ReaderCache.get)
 _AUDIO_READERS = _ReaderCache()
 _VIDEO_READERS = _ReaderCache()
 # The last decoded spans of this process: the encoders of one modality load an utterance one after the other

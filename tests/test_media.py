@@ -214,3 +214,33 @@ def test_audio_errors(media: dict[str, Path]) -> None:
     with pytest.raises(MediaError, match="before its start"):
         load_audio(media["wav"], start=0.6, end=0.5)
     assert issubclass(MediaError, ValueError)
+
+
+def test_workers_forked_after_the_parent_decoded_do_not_hang(demo_root, tmp_path):
+    """`predict` (or any API call) decodes in the parent, then an extract forks DataLoader workers: the
+    readers the parent left open must not be closed in the workers (that joined decoder threads the child
+    does not have and hung it forever). In a subprocess, so a regression fails by timeout, not a stuck suite."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    script = textwrap.dedent(f"""
+        import glob
+        from pipeline.media import load_audio, load_frames
+        from pipeline.catalog import corpus_entry
+        from pipeline.corpora.base import read_corpus
+        from pipeline.extract import ExtractSettings, extract
+        clip = sorted(glob.glob({str(demo_root / 'meld')!r} + "/*/*.mp4"))[0]
+        load_frames(clip, num_frames=8, size=32); load_audio(clip, sample_rate=16000)
+        e = corpus_entry("demo-meld", {str(demo_root / 'meld')!r})
+        d = read_corpus(e.reader, e.root, **e.options); d.name = "demo-meld"; d.records = d.records[:24]
+        r = extract(d, {str(tmp_path / 'c')!r}, ExtractSettings(encoders=["timesformer", "data2vec"], num_workers=2,
+                                                               batch_size=4, progress=False))
+        print("computed", sum(c["computed"] for c in r["columns"].values()))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "computed 48" in proc.stdout
