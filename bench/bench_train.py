@@ -50,30 +50,12 @@ def main() -> int:
     config = load_config("telme", "demo-meld")
     data = prepare_data(config, cache, splits=("train",))
     method = build_model(config, data)
-    stage = next(s for s in method.stages() if s.name == "fusion")
-    params = method.param_groups(stage)
-    for q in method.parameters():
-        q.requires_grad_(False)
-    for q in params:
-        q.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    step = stage_step(method, "fusion", lr=1e-4)
     bs = int(config["stages"]["fusion"]["batch_size"])
     ds = data.splits["train"]
     loader = make_loader(ds, batch_size=bs)
     n_steps = len(loader)
-
-    def step(batch) -> None:
-        out = method(batch, stage="fusion")
-        loss = sum(out.losses.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    method.train()
-    t0 = time.perf_counter()
-    for batch in loader:
-        step(batch)
-    cached_epoch = time.perf_counter() - t0
+    cached_epoch = timed_epoch(loader, step)
 
     # The same epoch, but every step decodes its clips and runs the frozen encoders.
     records = {r.utterance_id: r for r in read_corpus("meld", a.demo).records}
@@ -109,6 +91,34 @@ def main() -> int:
     return 0
 
 
+def stage_step(method: Any, stage_name: str, lr: float) -> Any:
+    """A training step of one stage as the trainer takes it (only the stage's groups trainable, AdamW)."""
+    import torch
+
+    stage = next(s for s in method.stages() if s.name == stage_name)
+    params = method.param_groups(stage)
+    for q in method.parameters():
+        q.requires_grad_(False)
+    for q in params:
+        q.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr)
+
+    def step(batch: dict[str, Any]) -> None:
+        out = method(batch, stage=stage_name)
+        opt.zero_grad()
+        sum(out.losses.values()).backward()
+        opt.step()
+    method.train()
+    return step
+
+
+def timed_epoch(loader: Any, step: Any) -> float:
+    t0 = time.perf_counter()
+    for batch in loader:
+        step(batch)
+    return time.perf_counter() - t0
+
+
 def finetune_table(a: argparse.Namespace, cache: Any, items: dict[str, Any], ids: list[str]) -> None:
     """Student fine-tuning epochs: decoded-inputs cache vs decoding the clips every step."""
     import torch
@@ -138,27 +148,10 @@ def finetune_table(a: argparse.Namespace, cache: Any, items: dict[str, Any], ids
     print("|---|---:|---:|---:|---:|")
     timings: dict[str, tuple[float, int, Any]] = {}
     for stage_name, role in (("student_audio", "audio"), ("student_video", "video")):
-        stage = next(s for s in method.stages() if s.name == stage_name)
-        params = method.param_groups(stage)
-        for q in method.parameters():
-            q.requires_grad_(False)
-        for q in params:
-            q.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=1e-5)
+        step = stage_step(method, stage_name, lr=1e-5)
         bs = int(config["stages"][stage_name]["batch_size"])
         loader = make_loader(ds, batch_size=bs)
-
-        def step(batch: dict[str, Any]) -> None:
-            out = method(batch, stage=stage_name)
-            opt.zero_grad()
-            sum(out.losses.values()).backward()
-            opt.step()
-
-        method.train()
-        t0 = time.perf_counter()
-        for batch in loader:
-            step(batch)
-        cached = time.perf_counter() - t0
+        cached = timed_epoch(loader, step)
         enc = data.encoders[role]
         t1, done = time.perf_counter(), 0
         for i, batch in enumerate(loader):
