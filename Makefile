@@ -143,7 +143,7 @@ demo: install
 	$(PY) -m pipeline analyse $(RUNS)/demo-telme --cues $(DEMO_DATA)/meld/demo_cues.csv
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench-features: install
 	$(PY) bench/bench_features.py

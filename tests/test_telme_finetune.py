@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import one_torch_thread
+from tests.conftest import majority_share, one_torch_thread
 
 DEMO_FT = Path(__file__).resolve().parents[1] / "configs" / "telme" / "demo-students-finetune.yaml"
 # Small and quick: 2 epochs per student stage; the teacher and the fusion are cheap heads.
-QUICK = ["stages.teacher.epochs=3", "stages.student_audio.epochs=2", "stages.student_video.epochs=2",
-         "stages.fusion.epochs=3"]
+QUICK = ["stages.teacher.epochs=1", "stages.student_audio.epochs=2", "stages.student_video.epochs=2",
+         "stages.fusion.epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,8 @@ def test_finetune_mode_trains_the_student_encoders_and_keeps_the_teacher(ft_run:
     assert all(torch.equal(video[k], audio[k]) for k in audio if k.startswith("students.audio."))
     assert all(torch.equal(fusion[k], video[k]) for k in video if k.startswith("students."))
     assert not any(torch.equal(fusion[k], video[k]) for k in video if k.startswith("asf.") and k.endswith("weight"))
-    assert result["test"]["accuracy"] > 0.4  # 7 classes: chance ~0.14 (the demo cue is in every modality often)
+    # beats a constant predictor after 2 epochs per student (7 classes; README table: 0.78 with the demo config)
+    assert result["test"]["accuracy"] > majority_share(load_cache(ft_cache).dataset["test"]["label"]) + 0.05
     feats = json.loads((out / "features.json").read_text())
     assert set(feats["inputs"]) == {"audio.data2vec", "video.timesformer"} and set(feats["columns"]) == \
         {"text.roberta-context"}
@@ -146,8 +147,8 @@ def test_crash_mid_student_stage_then_resume_equals_the_uninterrupted_run(ft_run
 
     ref, ref_result = ft_run
     out = tmp_path / "run"
-    # teacher: 3 epochs x 35 batches; the audio student has 35 batches an epoch: die in its second epoch
-    monkeypatch.setenv(CRASH_STEPS_ENV, str(3 * 35 + 35 + 10))
+    # teacher: 1 epoch x 35 batches; the audio student has 35 batches an epoch: die in its second epoch
+    monkeypatch.setenv(CRASH_STEPS_ENV, str(35 + 35 + 10))
     with pytest.raises(SimulatedCrash):
         _train(ft_cache, out)
     progress = json.loads((out / "checkpoints" / "progress.json").read_text())
