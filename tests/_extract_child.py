@@ -2,12 +2,14 @@
 tests (they SIGKILL it or run two at once). Not a test module (leading underscore).
 
     python tests/_extract_child.py MEDIA_DIR CACHE_DIR ENCODERS [--workers N] [--kill-in-encode K]
-                                   [--delay S] [--big] [--no-wait] [--go FILE]
+                                   [--delay S] [--big] [--no-wait] [--go FILE] [--hold FILE]
 
 ENCODERS: comma list of ``chars`` / ``bytes``. ``--kill-in-encode K``: the process SIGKILLs itself in
 its K-th ``encode`` call. ``--delay S``: every encode sleeps S seconds (so runs overlap / can be
 caught mid-way). ``--big``: ``load`` returns 4 MB per item (DataLoader workers then block on a full
-pipe when the parent dies -- the case that left orphans). Prints ``pid <n>`` first."""
+pipe when the parent dies -- the case that left orphans). ``--hold FILE``: the first encode call
+(made while this run holds the cache lock) waits until FILE exists (at most 120 s), so a test can
+make two runs overlap for sure. Prints ``pid <n>`` first."""
 from __future__ import annotations
 
 import argparse
@@ -28,11 +30,15 @@ from pipeline.extract import extract  # noqa: E402
 class Slow:
     """Wraps an encoder's ``encode``: sleeps, and SIGKILLs the process at the K-th call."""
 
-    def __init__(self, delay: float, kill_at: int | None) -> None:
-        self.delay, self.kill_at, self.calls = delay, kill_at, 0
+    def __init__(self, delay: float, kill_at: int | None, hold: str | None = None) -> None:
+        self.delay, self.kill_at, self.hold, self.calls = delay, kill_at, hold, 0
 
     def __call__(self, encode, samples):
         self.calls += 1
+        if self.hold and self.calls == 1:
+            deadline = time.time() + 120
+            while not Path(self.hold).exists() and time.time() < deadline:
+                time.sleep(0.02)
         if self.kill_at is not None and self.calls >= self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.delay)
@@ -49,6 +55,7 @@ def main() -> int:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--big", action="store_true")
     p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--hold", help="the first encode waits until this file exists (runs overlap for sure)")
     p.add_argument("--go", help="after the imports, wait until this file exists (to start two runs together)")
     a = p.parse_args()
     print(f"pid {os.getpid()}", flush=True)
@@ -57,7 +64,7 @@ def main() -> int:
             time.sleep(0.02)
     Path(a.media).mkdir(parents=True, exist_ok=True)
     data = make_corpus(Path(a.media))
-    hook = Slow(a.delay, a.kill_in_encode)
+    hook = Slow(a.delay, a.kill_in_encode, a.hold)
     encoders = []
     for name in a.encoders.split(","):
         enc = {"chars": CharEncoder, "bytes": BytesEncoder}[name]()

@@ -212,15 +212,33 @@ def test_two_runs_at_once_with_different_columns(tmp_path):
     data = make_corpus(tmp_path / "m")
     ref = tmp_path / "ref"
     extract(data, ref, settings(CharEncoder(), BytesEncoder()))
-    cache, go = tmp_path / "c", tmp_path / "go"
-    runs = [child(str(tmp_path / "m"), str(cache), enc, "--delay", "0.3", "--go", str(go))
+    cache, go, release = tmp_path / "c", tmp_path / "go", tmp_path / "release"
+    # the run that gets the lock first holds it (in its first encode) until the other says it waits:
+    # they overlap for sure, however slow the machine (timing alone made this flaky under load)
+    runs = [child(str(tmp_path / "m"), str(cache), enc, "--go", str(go), "--hold", str(release))
             for enc in ("chars", "bytes")]
     for r in runs:
         assert r.stdout.readline().startswith("pid")
+    errs: list[list[str]] = [[], []]
+
+    def read(i: int) -> None:
+        for line in runs[i].stderr:
+            errs[i].append(line)
+            if "is being written by pid" in line:
+                release.touch()
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(2)]
+    for t in readers:
+        t.start()
     go.touch()
-    outs = [r.communicate(timeout=300) for r in runs]
-    assert [r.returncode for r in runs] == [0, 0], [o[1][-2000:] for o in outs]
-    assert sum("is being written by pid" in err for _, err in outs) == 1  # they overlapped; one waited
+    for r in runs:
+        r.wait(timeout=300)
+    for t in readers:
+        t.join(timeout=30)
+    outs = ["".join(e) for e in errs]
+    assert [r.returncode for r in runs] == [0, 0], [o[-2000:] for o in outs]
+    assert release.exists(), "the runs did not overlap: neither waited for the other"
+    assert sum("is being written by pid" in err for err in outs) == 1  # exactly one waited
     assert set(load_cache(cache).meta["columns"]) == {"text.chars", "audio.bytes"}
     assert_same(ref, cache, ("text.chars", "audio.bytes"))
     assert not no_tmp(cache)
