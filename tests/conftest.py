@@ -112,24 +112,60 @@ def demo_mustard_cache(demo_mustard_root, tmp_path_factory) -> Path:
 DIALOGUE_FEATURES = {"text": "text.roberta", "audio": "audio.opensmile", "video": "video.densenet"}
 
 
+def _train_one_thread(method: str, corpus: str, overrides: list[str], cache: Path, out: Path,
+                      seed: int | None) -> dict:
+    """One ``train`` on one torch thread (run in a worker process of ``_training_pool``)."""
+    from pipeline.config import load_config
+    from pipeline.train import train
+
+    config = load_config(method, corpus, overrides=overrides)
+    with one_torch_thread():
+        return train(config, cache, out, seed=config["train"]["seed"] if seed is None else seed)
+
+
+_POOL = None
+
+
+def _training_pool():
+    """Two spawned worker processes for independent one-thread trainings: a one-thread run leaves the
+    second core idle, so two at once halve the wall time of the multi-seed fixtures (same floats: each
+    run is one thread in a fresh process either way)."""
+    global _POOL
+    if _POOL is None:
+        import atexit
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOL = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+        atexit.register(_POOL.shutdown)
+    return _POOL
+
+
+def fused_and_single_modality_runs_by_seed(method: str, corpus: str, cache: Path, roots: dict[int | None, Path],
+                                           features: dict[str, str]) -> dict[int | None, dict[str, tuple[Path, dict]]]:
+    """``fused_and_single_modality_runs`` for several seeds ({seed: root}), all runs two at a time."""
+    from pipeline.config import load_config
+
+    assert load_config(method, corpus)["features"] == features
+    pool = _training_pool()
+    futures = {}
+    for seed, root in roots.items():
+        for name in ("fused", *features):
+            overrides = [] if name == "fused" else [f"features={{{name}: {features[name]}}}"]
+            futures[seed, name] = pool.submit(_train_one_thread, method, corpus, overrides, cache, root / name, seed)
+    out: dict[int | None, dict[str, tuple[Path, dict]]] = {}
+    for (seed, name), future in futures.items():
+        out.setdefault(seed, {})[name] = (roots[seed] / name, future.result())
+    return out
+
+
 def fused_and_single_modality_runs(method: str, corpus: str, cache: Path, root: Path, features: dict[str, str],
                                    seed: int | None = None) -> dict[str, tuple[Path, dict]]:
     """``method``'s ``corpus`` run on all roles of ``features`` ("fused") and one run per role, each trained once
     on one thread with ``seed`` (default: the config's): {"fused" | role: (run dir, result)}. A single-modality
     run is the documented override ``--set features='{<role>: <column>}'`` (the model then builds and reads
     that one role only)."""
-    from pipeline.config import load_config
-    from pipeline.train import train
-
-    assert load_config(method, corpus)["features"] == features
-    runs: dict[str, tuple[Path, dict]] = {}
-    for name in ("fused", *features):
-        overrides = [] if name == "fused" else [f"features={{{name}: {features[name]}}}"]
-        config = load_config(method, corpus, overrides=overrides)
-        with one_torch_thread():
-            runs[name] = (root / name, train(config, cache, root / name,
-                                             seed=config["train"]["seed"] if seed is None else seed))
-    return runs
+    return fused_and_single_modality_runs_by_seed(method, corpus, cache, {seed: root}, features)[seed]
 
 
 def _fused_and_single_modality_runs(method: str, cache: Path, tmp_path_factory) -> dict[str, tuple[Path, dict]]:

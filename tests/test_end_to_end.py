@@ -82,12 +82,12 @@ def _train_once(method: str, corpus: str, cache, out, features: dict[str, str] |
 def dmd_mosi_seed_runs(demo_mosi_cache, tmp_path_factory):
     """The fused DMD run and one single-modality run per role on the MOSI demo, for each of DMD_SEEDS:
     {seed: {name: (run dir, result)}}."""
-    from conftest import fused_and_single_modality_runs
+    from conftest import fused_and_single_modality_runs_by_seed
 
     assert DMD_SEEDS[0] == 1111  # the config's seed first: dmd_mosi_runs
-    return {seed: fused_and_single_modality_runs("dmd", "demo-mosi", demo_mosi_cache,
-                                                 tmp_path_factory.mktemp(f"dmd-{seed}"), SEQUENCE_FEATURES, seed)
-            for seed in DMD_SEEDS}
+    return fused_and_single_modality_runs_by_seed(
+        "dmd", "demo-mosi", demo_mosi_cache, {seed: tmp_path_factory.mktemp(f"dmd-{seed}") for seed in DMD_SEEDS},
+        SEQUENCE_FEATURES)
 
 
 @pytest.fixture(scope="module")
@@ -275,13 +275,11 @@ def _accuracy_by_cue(run_dir, cues_csv) -> dict[str, float]:
 
 
 def _dialogue_seed_runs(method: str, runs: dict, cache, tmp_path_factory) -> dict[int, dict]:
-    from conftest import DIALOGUE_FEATURES, fused_and_single_modality_runs
+    from conftest import DIALOGUE_FEATURES, fused_and_single_modality_runs_by_seed
 
-    out = {DIALOGUE_SEEDS[0]: runs}  # the session fixture's runs: the configs' seed
-    for seed in DIALOGUE_SEEDS[1:]:
-        out[seed] = fused_and_single_modality_runs(method, "demo-meld", cache, tmp_path_factory.mktemp(
-            f"{method}-{seed}"), DIALOGUE_FEATURES, seed)
-    return out
+    out = fused_and_single_modality_runs_by_seed(method, "demo-meld", cache, {
+        seed: tmp_path_factory.mktemp(f"{method}-{seed}") for seed in DIALOGUE_SEEDS[1:]}, DIALOGUE_FEATURES)
+    return {DIALOGUE_SEEDS[0]: runs, **out}  # the session fixture's runs: the configs' seed
 
 
 @pytest.fixture(scope="module")
