@@ -30,6 +30,9 @@ from pipeline.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
 register_method = METHODS.register
+# Batch key of the decoded-input batches (``pipeline.collate``): an int64 id per row, unique to one split
+# dataset object, so a method may remember what a FROZEN encoder computed for a row (TelME's fusion stage).
+ROW_UID = "row_uid"
 
 
 @dataclass

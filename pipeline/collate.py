@@ -29,6 +29,7 @@ corpus that does not fit, replace ``_read_columns`` by a per-batch ``split.selec
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from models.base import ROW_UID  # noqa: F401  (re-exported: the batch key)
 from pipeline.registry import Registry
 
 IGNORE_INDEX = -100
@@ -63,7 +65,9 @@ class SplitDataset(Dataset):
                  inputs: dict[str, tuple[str, Any, Any]] | None = None) -> None:
         """``inputs``: role -> (column, ``pipeline.inputs.InputStore``, encoder) for the roles a method feeds
         as DECODED INPUTS to an encoder it trains (``Method.input_roles``); those roles are then not read as
-        feature vectors, and the batch carries ``<role>.<key>`` = the encoder's ``collate`` of the rows."""
+        feature vectors, and the batch carries ``<role>.<key>`` = the encoder's ``collate`` of the rows and
+        ``row_uid``: an id per row unique to this dataset object (a random 31-bit base << 32 + the row), so a
+        method may remember what a frozen encoder computed for a row (``ROW_UID``)."""
         inputs = dict(inputs or {})
         if inputs and not self.SUPPORTS_INPUTS:
             raise ValueError(f"{source}: {type(self).__name__} cannot feed decoded encoder inputs "
@@ -94,6 +98,7 @@ class SplitDataset(Dataset):
         self.speaker_name = [str(s) for s in cols["speaker"]]
         self.missing = {role: self._missing(split, col, n) for role, col in self.features.items()}
         self.inputs: dict[str, tuple[Any, Any]] = {}  # role -> (store, encoder)
+        self.uid_base = (secrets.randbits(31) + 1) << 32  # not torch's RNG: seeded runs stay the same
         self.input_keys: dict[str, list[str]] = {}
         for role, (col, store, encoder) in inputs.items():
             from pipeline.inputs import KEY_SUFFIX, MISSING_SUFFIX
@@ -188,7 +193,9 @@ class UtteranceDataset(SplitDataset):
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = self.rows[torch.as_tensor(indices, dtype=torch.long)]
         batch = {role: vec[rows] for role, vec in self.vectors.items()}
-        batch.update(self._decoded(rows))
+        if self.inputs:
+            batch.update(self._decoded(rows))
+            batch[ROW_UID] = self.uid_base + rows
         batch.update({f"{role}_missing": m[rows] for role, m in self.missing.items()})
         batch.update(self._targets(rows))
         return batch

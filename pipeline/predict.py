@@ -511,7 +511,7 @@ def _per_row(value: torch.Tensor, batch: dict[str, torch.Tensor], sizes: list[in
 def score_dataset(method: Any, stage: Any, dataset: Any, *, batch_size: int, unimodal_heads: bool = False) -> Scored:
     """Run the model over a split dataset in the trainer's batches (``make_loader``, ``head_output``),
     without targets in the batch, and return every row's output in item order."""
-    from pipeline.collate import make_loader
+    from pipeline.collate import ROW_UID, make_loader
     from pipeline.train import head_output
 
     method.eval()
@@ -531,7 +531,8 @@ def score_dataset(method: Any, stage: Any, dataset: Any, *, batch_size: int, uni
         sizes = [len(it) if torch.is_tensor(it) and it.dim() == 1 else 1 for it in items]
         for it in items:
             rows += it.tolist() if torch.is_tensor(it) and it.dim() == 1 else [int(it)]
-        inputs = {k: v.to(device) for k, v in batch.items() if k not in TARGET_KEYS}
+        # no ROW_UID: a loaded run scores new datasets; nothing is remembered between calls
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in TARGET_KEYS and k != ROW_UID}
         out = method(inputs, stage=stage.name)
         y = head_output(out, stage.eval_head).float()
         mask = inputs.get("mask")

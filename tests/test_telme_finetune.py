@@ -140,6 +140,65 @@ def test_finetune_mode_trains_the_student_encoders_and_keeps_the_teacher(ft_run:
         {"text.roberta-context"}
 
 
+def test_fusion_memo_runs_each_frozen_student_once_per_row_with_the_same_outputs(ft_cache: Path) -> None:
+    """Fusion stage, finetune mode: h_a, h_v of a row are computed once (by row_uid) and read back after;
+    the logits equal the recomputing model's, and the memory is dropped when a student may change."""
+    from pipeline.cache import load_cache
+    from pipeline.collate import ROW_UID, make_loader, prepare_data
+    from pipeline.train import build_model
+
+    config = _config()
+    data = prepare_data(config, load_cache(ft_cache), splits=("dev",))
+    torch.manual_seed(0)
+    memo = build_model(config, data)
+    plain = build_model({**config, "model": {**config["model"], "fusion_memo": False}}, data)
+    plain.load_state_dict(memo.state_dict())
+    memo.eval(), plain.eval()  # the ASF's dropout off: the same logits from the same h (students are eval anyway)
+    rows_seen = {"audio": 0, "video": 0}  # rows through each encoder (both models share the encoder objects)
+    for role in rows_seen:
+        memo.students[role].encoder.pooled = _counting(memo.students[role].encoder.pooled, rows_seen, role)
+
+    def fusion(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, int]]:
+        before = dict(rows_seen)
+        logits = model(batch, stage="fusion").logits
+        return logits, {r: rows_seen[r] - before[r] for r in rows_seen}
+
+    dev = data.splits["dev"]
+    with one_torch_thread():
+        for epoch in range(2):
+            ran = {"audio": 0, "video": 0}
+            for batch in make_loader(dev, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(epoch)):
+                assert ROW_UID in batch
+                want, _ = fusion(plain, batch)
+                got, rows = fusion(memo, batch)
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+                ran = {r: ran[r] + rows[r] for r in ran}
+            assert ran == ({"audio": len(dev), "video": len(dev)} if epoch == 0 else {"audio": 0, "video": 0})
+        batch = next(iter(make_loader(dev, batch_size=4)))
+        memo(batch, stage="student_audio")  # a student stage: the students may change from here
+        assert fusion(memo, batch)[1] == {"audio": 4, "video": 4}
+        memo.load_state_dict(memo.state_dict())  # new weights: recomputed
+        assert fusion(memo, batch)[1] == {"audio": 4, "video": 4}
+        assert fusion(memo, batch)[1] == {"audio": 0, "video": 0}
+        # a row repeated in one batch (Accelerate's padded last batch) runs the encoder once
+        memo.load_state_dict(memo.state_dict())
+        twice = {k: torch.cat([v, v]) for k, v in batch.items()}
+        got, rows = fusion(memo, twice)
+        assert rows == {"audio": 4, "video": 4}
+        torch.testing.assert_close(got[:4], fusion(plain, batch)[0], rtol=1e-5, atol=1e-5)
+        # a loaded run scoring new data sends no row uid: nothing remembered
+        memo.load_state_dict(memo.state_dict())
+        bare = {k: v for k, v in batch.items() if k != ROW_UID}
+        assert fusion(memo, bare)[1] == fusion(memo, bare)[1] == {"audio": 4, "video": 4}
+
+
+def _counting(pooled: Any, seen: dict[str, int], role: str) -> Any:
+    def wrapped(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+        seen[role] += int(next(iter(inputs.values())).shape[0])
+        return pooled(model, inputs)
+    return wrapped
+
+
 def test_crash_mid_student_stage_then_resume_equals_the_uninterrupted_run(ft_run: tuple[Path, dict],
                                                                            ft_cache: Path, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
