@@ -10,8 +10,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("read_corpus", "extract_features", "run_extraction", "train_method", "load_run", "Run", "predict_inputs",
-       "export_run", "compare_methods", "transcribe", "prediction_frame")
+API = ("read_corpus", "extract_features", "run_extraction", "train_method", "finetune_encoder", "load_run", "Run",
+       "predict_inputs", "export_run", "compare_methods", "transcribe", "prediction_frame")
 __all__ = ["__version__", *API]
 
 

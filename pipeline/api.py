@@ -159,6 +159,40 @@ def train_method(method: str | None, corpus: str | None = None, *, cache: str | 
     return Run(run_dir)
 
 
+def finetune_argv(encoder: str, corpus: str | None = None, *, root: str | Path | None = None,
+                  profile: str = "offline", config: str | Path | None = None, overrides: Sequence[str] = (),
+                  seeds: Sequence[int] | None = None, out: str | Path = "runs", name: str | None = None) -> list[str]:
+    """The ``python -m pipeline finetune`` arguments that do what :func:`finetune_encoder` is asked to do."""
+    argv = ["--encoder", encoder, *(["--corpus", corpus] if corpus else []), *(["--root", str(root)] if root else []),
+            "--profile", profile, *(["--config", str(config)] if config else [])]
+    argv += [a for o in overrides for a in ("--set", o)]
+    return argv + (["--seeds", *map(str, seeds)] if seeds else []) + ["--out", str(out)] + (["--name", name] if name else [])
+
+
+def finetune_encoder(encoder: str = "roberta-context", corpus: str | None = None, *, root: str | Path | None = None,
+                     profile: str = "offline", config: str | Path | None = None, overrides: Sequence[str] = (),
+                     seeds: Sequence[int] | None = None, out: str | Path = "runs", name: str | None = None,
+                     resume: str | Path | None = None, argv: Sequence[str] | None = None) -> "Run":
+    """Fine-tune the text encoder ``encoder`` of the registry (starting from ``profile``'s weights) + a head
+    on ``corpus``'s train split, selecting on dev, with ``configs/finetune/<encoder>/{base,<corpus>}.yaml`` +
+    ``config`` + ``overrides``; one sub-run per seed. ``resume`` continues an interrupted run dir instead.
+    Returns the run (``run.path / "encoder"`` is the fine-tuned Hugging Face model dir); cache its features
+    with ``extract_features(corpus, finetuned=[run.path])``. This is ``python -m pipeline finetune``."""
+    from pipeline.finetune import new_finetune_run, run_one_finetune
+    from pipeline.train import launch_run
+
+    if argv is None:
+        argv = (["--resume", str(resume)] if resume else
+                finetune_argv(encoder, corpus, root=root, profile=profile, config=config, overrides=overrides,
+                              seeds=seeds, out=out, name=name))
+    args = argparse.Namespace(encoder=encoder, corpus=corpus, root=None if root is None else str(root), profile=profile,
+                              config=None if config is None else str(config), overrides=list(overrides),
+                              seeds=None if seeds is None else [int(s) for s in seeds], out=str(out), name=name,
+                              resume=None if resume is None else str(resume))
+    run_dir, _ = launch_run(args, argv, new_run=new_finetune_run, run_one=run_one_finetune, command="finetune")
+    return Run(run_dir)
+
+
 # ---------------------------------------------------------------------------------------------- runs
 @dataclass
 class Run:

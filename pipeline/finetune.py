@@ -374,39 +374,46 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_CORPORA: dict[tuple[str, str], Any] = {}  # (corpus, root) -> CorpusData read by this process
+
+
+def new_finetune_run(a: argparse.Namespace, argv: Sequence[str]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``launch_run``'s ``new_run`` for ``finetune``: (run dir, config, run.json info)."""
+    from accelerate.utils import broadcast_object_list
+
+    corpus = a.corpus or load_finetune_config(a.encoder, None, a.config).get("default_corpus")
+    if not corpus:
+        raise ConfigError("give --corpus (the fine-tuning config has no default_corpus)")
+    yaml_corpus = corpus if (configs_dir() / f"finetune/{a.encoder}/{corpus}.yaml").exists() else None
+    config = load_finetune_config(a.encoder, yaml_corpus, a.config, a.overrides)
+    name = [a.name or f"ft-{a.encoder}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    broadcast_object_list(name)
+    data = read_records(corpus, a.root)
+    _CORPORA[(corpus, str(data.root))] = data
+    info = {"command": "python -m pipeline finetune " + shlex.join(argv), "argv": list(sys.argv),
+            "method": f"finetune/{a.encoder}", "encoder": a.encoder, "profile": a.profile, "corpus": corpus,
+            "root": str(data.root), "task": data.task, "label_sets": data.label_sets,
+            "config_files": [str(f) for f in config_files(f"finetune/{a.encoder}", yaml_corpus, a.config)],
+            "overrides": list(a.overrides), "seeds": list(a.seeds or [int(config["train"]["seed"])])}
+    return Path(a.out) / name[0], config, info
+
+
+def run_one_finetune(config: dict[str, Any], out: Path, seed: int, resume: bool, info: dict[str, Any]) -> dict[str, Any]:
+    """``launch_run``'s ``run_one`` for ``finetune``: one seed."""
+    key = (info["corpus"], info["root"])
+    if key not in _CORPORA:
+        _CORPORA[key] = read_records(info["corpus"], info["root"])
+    return finetune(config, _CORPORA[key], out, seed, profile=info["profile"], resume=resume, run_info=info)
+
+
 def cli(argv: Sequence[str]) -> int:
-    from pipeline.train import launch
+    """``python -m pipeline finetune``: the arguments of :func:`pipeline.api.finetune_encoder`."""
+    from pipeline.api import finetune_encoder
 
-    args = _parser().parse_args(list(argv))
-    datas: dict[tuple[str, str], Any] = {}
-
-    def new_run(a: argparse.Namespace, argv_: Sequence[str]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-        from accelerate.utils import broadcast_object_list
-
-        corpus = a.corpus or load_finetune_config(a.encoder, None, a.config).get("default_corpus")
-        if not corpus:
-            raise ConfigError("give --corpus (the fine-tuning config has no default_corpus)")
-        yaml_corpus = corpus if (configs_dir() / f"finetune/{a.encoder}/{corpus}.yaml").exists() else None
-        config = load_finetune_config(a.encoder, yaml_corpus, a.config, a.overrides)
-        name = [a.name or f"ft-{a.encoder}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}"]
-        broadcast_object_list(name)
-        data = read_records(corpus, a.root)
-        datas[(corpus, str(data.root))] = data
-        info = {"command": "python -m pipeline finetune " + shlex.join(argv_), "argv": list(sys.argv),
-                "method": f"finetune/{a.encoder}", "encoder": a.encoder, "profile": a.profile, "corpus": corpus,
-                "root": str(data.root), "task": data.task, "label_sets": data.label_sets,
-                "config_files": [str(f) for f in config_files(f"finetune/{a.encoder}", yaml_corpus, a.config)],
-                "overrides": list(a.overrides), "seeds": list(a.seeds or [int(config["train"]["seed"])])}
-        return Path(a.out) / name[0], config, info
-
-    def run_one(config: dict[str, Any], out: Path, seed: int, resume: bool, info: dict[str, Any]) -> dict[str, Any]:
-        key = (info["corpus"], info["root"])
-        if key not in datas:
-            datas[key] = read_records(info["corpus"], info["root"])
-        return finetune(config, datas[key], out, seed, profile=info["profile"], resume=resume, run_info=info)
-
-    code = launch(args, argv, new_run=new_run, run_one=run_one, command="finetune")
-    return code
+    a = _parser().parse_args(list(argv))
+    finetune_encoder(a.encoder, a.corpus, root=a.root, profile=a.profile, config=a.config, overrides=a.overrides,
+                     seeds=a.seeds, out=a.out, name=a.name, resume=a.resume, argv=argv)
+    return 0
 
 
 if __name__ == "__main__":

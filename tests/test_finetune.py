@@ -167,6 +167,26 @@ def _assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
         torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0 if atol == 0 else 1e-4, msg=k)
 
 
+def test_api_finetune_encoder_is_the_command(tuned: tuple[Path, dict], tiny_bert: Path, demo_root: Path,
+                                             tmp_path: Path) -> None:
+    """`pipeline.finetune_encoder` (what `python -m pipeline finetune` calls) trains the same weights as
+    the fixture's direct run and returns the run."""
+    from pipeline import Run, finetune_encoder
+
+    sets = [f"encoder.settings.weights={tiny_bert}", "encoder.max_samples=32", "stages.finetune.epochs=2",
+            "stages.finetune.batch_size=8", "stages.finetune.lr=1e-3", "train.eval_batch_size=16"]
+    assert load_finetune_config("roberta-context", "demo-meld", overrides=sets) == _config(tiny_bert)
+    with one_torch_thread():
+        run = finetune_encoder("roberta-context", "demo-meld", root=demo_root / "meld", overrides=sets, seeds=[0],
+                               out=tmp_path, name="api")
+    assert isinstance(run, Run) and run.path == tmp_path / "api"
+    assert (run.path / "encoder" / "model.safetensors").is_file() and (run.path / "head.safetensors").is_file()
+    _assert_same_weights(run.path, tuned[0])
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["kind"] == "finetune" and info["command"].startswith("python -m pipeline finetune --encoder roberta-context")
+    assert run.test_metrics()["accuracy"] == pytest.approx(tuned[1]["test"]["accuracy"])
+
+
 def test_crash_mid_epoch_then_resume_equals_the_uninterrupted_run(tuned: tuple[Path, dict], tiny_bert: Path,
                                                                  meld: Any, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
