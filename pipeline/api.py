@@ -178,7 +178,7 @@ def finetune_encoder(encoder: str = "roberta-context", corpus: str | None = None
     ``config`` + ``overrides``; one sub-run per seed. ``resume`` continues an interrupted run dir instead.
     Returns the run (``run.path / "encoder"`` is the fine-tuned Hugging Face model dir); cache its features
     with ``extract_features(corpus, finetuned=[run.path])``. This is ``python -m pipeline finetune``."""
-    from pipeline.finetune import new_finetune_run, run_one_finetune
+    from pipeline.finetune import finetune_launchers
     from pipeline.train import launch_run
 
     if argv is None:
@@ -189,7 +189,8 @@ def finetune_encoder(encoder: str = "roberta-context", corpus: str | None = None
                               config=None if config is None else str(config), overrides=list(overrides),
                               seeds=None if seeds is None else [int(s) for s in seeds], out=str(out), name=name,
                               resume=None if resume is None else str(resume))
-    run_dir, _ = launch_run(args, argv, new_run=new_finetune_run, run_one=run_one_finetune, command="finetune")
+    new_run, run_one = finetune_launchers()
+    run_dir, _ = launch_run(args, argv, new_run=new_run, run_one=run_one, command="finetune")
     return Run(run_dir)
 
 

@@ -374,36 +374,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_CORPORA: dict[tuple[str, str], Any] = {}  # (corpus, root) -> CorpusData read by this process
+def finetune_launchers() -> tuple[Any, Any]:
+    """``launch_run``'s ``new_run`` and ``run_one`` for ``finetune``, sharing the corpus read once per call
+    (a later call reads it again: the corpus on disk may have changed)."""
+    datas: dict[tuple[str, str], Any] = {}  # (corpus, root) -> CorpusData
 
+    def new_run(a: argparse.Namespace, argv: Sequence[str]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+        from accelerate.utils import broadcast_object_list
 
-def new_finetune_run(a: argparse.Namespace, argv: Sequence[str]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """``launch_run``'s ``new_run`` for ``finetune``: (run dir, config, run.json info)."""
-    from accelerate.utils import broadcast_object_list
+        corpus = a.corpus or load_finetune_config(a.encoder, None, a.config).get("default_corpus")
+        if not corpus:
+            raise ConfigError("give --corpus (the fine-tuning config has no default_corpus)")
+        yaml_corpus = corpus if (configs_dir() / f"finetune/{a.encoder}/{corpus}.yaml").exists() else None
+        config = load_finetune_config(a.encoder, yaml_corpus, a.config, a.overrides)
+        name = [a.name or f"ft-{a.encoder}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}"]
+        broadcast_object_list(name)
+        data = read_records(corpus, a.root)
+        datas[(corpus, str(data.root))] = data
+        info = {"command": "python -m pipeline finetune " + shlex.join(argv), "argv": list(sys.argv),
+                "method": f"finetune/{a.encoder}", "encoder": a.encoder, "profile": a.profile, "corpus": corpus,
+                "root": str(data.root), "task": data.task, "label_sets": data.label_sets,
+                "config_files": [str(f) for f in config_files(f"finetune/{a.encoder}", yaml_corpus, a.config)],
+                "overrides": list(a.overrides), "seeds": list(a.seeds or [int(config["train"]["seed"])])}
+        return Path(a.out) / name[0], config, info
 
-    corpus = a.corpus or load_finetune_config(a.encoder, None, a.config).get("default_corpus")
-    if not corpus:
-        raise ConfigError("give --corpus (the fine-tuning config has no default_corpus)")
-    yaml_corpus = corpus if (configs_dir() / f"finetune/{a.encoder}/{corpus}.yaml").exists() else None
-    config = load_finetune_config(a.encoder, yaml_corpus, a.config, a.overrides)
-    name = [a.name or f"ft-{a.encoder}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}"]
-    broadcast_object_list(name)
-    data = read_records(corpus, a.root)
-    _CORPORA[(corpus, str(data.root))] = data
-    info = {"command": "python -m pipeline finetune " + shlex.join(argv), "argv": list(sys.argv),
-            "method": f"finetune/{a.encoder}", "encoder": a.encoder, "profile": a.profile, "corpus": corpus,
-            "root": str(data.root), "task": data.task, "label_sets": data.label_sets,
-            "config_files": [str(f) for f in config_files(f"finetune/{a.encoder}", yaml_corpus, a.config)],
-            "overrides": list(a.overrides), "seeds": list(a.seeds or [int(config["train"]["seed"])])}
-    return Path(a.out) / name[0], config, info
+    def run_one(config: dict[str, Any], out: Path, seed: int, resume: bool, info: dict[str, Any]) -> dict[str, Any]:
+        key = (info["corpus"], info["root"])
+        if key not in datas:
+            datas[key] = read_records(info["corpus"], info["root"])
+        return finetune(config, datas[key], out, seed, profile=info["profile"], resume=resume, run_info=info)
 
-
-def run_one_finetune(config: dict[str, Any], out: Path, seed: int, resume: bool, info: dict[str, Any]) -> dict[str, Any]:
-    """``launch_run``'s ``run_one`` for ``finetune``: one seed."""
-    key = (info["corpus"], info["root"])
-    if key not in _CORPORA:
-        _CORPORA[key] = read_records(info["corpus"], info["root"])
-    return finetune(config, _CORPORA[key], out, seed, profile=info["profile"], resume=resume, run_info=info)
+    return new_run, run_one
 
 
 def cli(argv: Sequence[str]) -> int:
