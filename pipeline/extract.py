@@ -76,28 +76,53 @@ def modality_input(item: EncoderInput, modality: str) -> EncoderInput:
     return item
 
 
-def _media_stamp(path: str | None) -> Any:
+def _media_stamp(path: str | None, spelling: str | None = None) -> Any:
+    """What identifies a media file in a row key: its path (``spelling``, default the absolute path, so
+    ``data/meld/x.mp4`` read from the repo and ``/repo/data/meld/x.mp4`` are one file), size and mtime."""
     if not path:
         return None
+    name = os.path.abspath(path) if spelling is None else spelling
     try:
         st = os.stat(path)
     except OSError:
-        return [path, "absent"]
-    return [path, st.st_size, st.st_mtime_ns]
+        return [name, "absent"]
+    return [name, st.st_size, st.st_mtime_ns]
 
 
-def row_key(item: EncoderInput, modality: str, uses_history: bool = False) -> str:
+def row_keys(item: EncoderInput, modality: str, uses_history: bool = False) -> list[str]:
     """Hash of what this modality's encoder reads of one utterance (so a text edit does not
-    invalidate the video column, and a re-encoded clip invalidates only its own rows)."""
+    invalidate the video column, and a re-encoded clip invalidates only its own rows): the row's key
+    first (media by absolute path), then the keys caches written before held for it (media by the path
+    as the reader spelled it, or relative to the working directory), which a run still reuses."""
     it = modality_input(item, modality)  # fields read directly: dataclasses.asdict deep-copies the history
     if modality == "text":
         keep: dict[str, Any] = {"utterance_id": it.utterance_id, "text": it.text, "speaker": it.speaker}
         if uses_history:
             keep["history"] = [list(turn) for turn in it.history]
-    else:
-        keep = {"utterance_id": it.utterance_id, "start": it.start, "end": it.end, "video_side": it.video_side,
-                "media": _media_stamp(getattr(it, MEDIA_FIELDS[modality]))}
-    return stable_hash(keep)
+        return [stable_hash(keep)]
+    path = getattr(it, MEDIA_FIELDS[modality])
+    keep = {"utterance_id": it.utterance_id, "start": it.start, "end": it.end, "video_side": it.video_side}
+    spellings: list[str | None] = [None]
+    if path:
+        full = os.path.abspath(path)
+        spellings += [s for s in dict.fromkeys([str(path), os.path.relpath(full)]) if s != full]
+    return [stable_hash({**keep, "media": _media_stamp(path, spelling)}) for spelling in spellings]
+
+
+def row_key(item: EncoderInput, modality: str, uses_history: bool = False) -> str:
+    """The key of one utterance's row in a column of ``modality`` (see :func:`row_keys`)."""
+    return row_keys(item, modality, uses_history)[0]
+
+
+def resolve_keys(items: Sequence[EncoderInput], modality: str, uses_history: bool, have: set[str]) -> list[str]:
+    """Each item's row key as the shards ``have`` it: its key, or an older spelling of it found there."""
+    out = []
+    for it in items:
+        key = row_key(it, modality, uses_history)
+        if key not in have and modality != "text":
+            key = next((k for k in row_keys(it, modality, uses_history)[1:] if k in have), key)
+        out.append(key)
+    return out
 
 
 # -------------------------------------------------------------------------------------------- shards
@@ -579,13 +604,13 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
         col = column_name(encoder)
         fp = encoder.fingerprint()
         folder = cache_dir / (INPUTS_DIR if decoded else SHARDS_DIR) / col / fp
-        keys = [row_key(it, encoder.modality, encoder.uses_history) for it in items]
-        (keys_by_input if decoded else keys_by_column)[col] = keys
         done = set()
         if folder.is_dir():
             have = load_shards(folder)
             if have is not None:
                 done = set(have.column("key").to_pylist())
+        keys = resolve_keys(items, encoder.modality, encoder.uses_history, done)
+        (keys_by_input if decoded else keys_by_column)[col] = keys
         todo = [(k, it) for k, it in zip(keys, items) if k not in done]
         plans.append((col, fp, keys, ColumnJob(encoder, todo, folder, encoder.name in settings.sequence and not decoded,
                                                  decoded)))
@@ -657,8 +682,9 @@ def _keep_earlier(root: Path, items: list[EncoderInput], old: dict[str, Any], no
         if have is None:
             continue
         modality = col.split(".", 1)[0]
-        keys = [row_key(it, modality, bool(info.get("uses_history"))) for it in items]
-        if set(keys) <= set(have.column("key").to_pylist()):
+        done = set(have.column("key").to_pylist())
+        keys = resolve_keys(items, modality, bool(info.get("uses_history")), done)
+        if set(keys) <= done:
             now[col] = info
             keys_of[col] = keys
         else:  # the corpus changed since: this column would have holes, so it is dropped (and said)

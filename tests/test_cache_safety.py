@@ -54,6 +54,36 @@ def test_run_for_other_columns_keeps_this_columns_shards(tmp_path):
     assert set(load_cache(cache).meta["columns"]) == {"text.chars", "audio.bytes"}
 
 
+def test_media_read_by_relative_or_absolute_path_is_the_same_row(tmp_path, monkeypatch):
+    """Old code keyed a clip by its path as spelled: `make features` (the catalog's relative root) then the API
+    with an absolute root found "corpus changed", dropped every media column from the dataset and recomputed
+    them. Now a clip is keyed by its absolute path, and keys of caches written before are still reused."""
+    import pipeline.extract as ex
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    relative, absolute = make_corpus(Path("m")), make_corpus(tmp_path / "m")
+    assert relative.records[0].audio_path == "m/d0_u0.wav"
+    extract(relative, tmp_path / "c", settings(CharEncoder(), BytesEncoder()))
+    r = extract(absolute, tmp_path / "c", settings(BytesEncoder()))
+    assert r["columns"]["audio.bytes"]["computed"] == 0 and r["columns"]["audio.bytes"]["reused"] == 30
+    assert set(load_cache(tmp_path / "c").meta["columns"]) == {"text.chars", "audio.bytes"}  # nothing dropped
+
+    # a cache written by the old code (path as spelled) is reused by either spelling, nothing recomputed
+    with monkeypatch.context() as m:
+        m.setattr(ex, "row_key", lambda it, mod, hist=False: ex.row_keys(it, mod, hist)[-1])
+        first = extract(relative, tmp_path / "old", settings(CharEncoder(), BytesEncoder()))
+    assert first["columns"]["audio.bytes"]["computed"] == 30
+    old_keys = set(load_shards(next((tmp_path / "old" / "shards" / "audio.bytes").iterdir())).column("key").to_pylist())
+    assert old_keys.isdisjoint(ex.row_key(it, "audio") for it in ex.encoder_inputs(absolute.records))
+    for data in (relative, absolute):
+        r = extract(data, tmp_path / "old", settings(CharEncoder(), BytesEncoder()))
+        assert r["columns"]["audio.bytes"]["computed"] == 0 and r["columns"]["text.chars"]["computed"] == 0
+        assert_same(tmp_path / "c", tmp_path / "old", ("text.chars", "audio.bytes"))
+    r = extract(absolute, tmp_path / "old", settings(BytesEncoder()))  # the text column kept, not dropped
+    assert set(load_cache(tmp_path / "old").meta["columns"]) == {"text.chars", "audio.bytes"}
+
+
 def test_prune_lists_what_it_deletes_and_frees(tmp_path, capsys):
     data = make_corpus(tmp_path)
     root = tmp_path / "caches"
