@@ -35,6 +35,11 @@ import numpy as np
 
 RSS_SAMPLE_SECONDS = 0.02
 VARIANT_FILE = "finetuned.yaml"  # configs/<method>/finetuned.yaml: the method on a fine-tuned text column
+# Row suffix -> configs/<method>/<file> layered on the method's config; a variant's row appears where the cache
+# holds what it reads (its feature columns; the decoded inputs of the roles it fine-tunes). A demo corpus uses
+# configs/<method>/demo-<file> when there is one (settings for the tiny random encoders).
+VARIANTS = {"ft": VARIANT_FILE,                     # the text features of a fine-tuned encoder (issue 11)
+            "students": "students-finetune.yaml"}   # TelME's audio / video students fine-tuned (issue 12)
 
 
 # ----------------------------------------------------------------------------------------- memory
@@ -110,12 +115,13 @@ class MethodPlan:
     overrides: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     skip: str | None = None
-    variant: str | None = None  # "ft": configs/<method>/finetuned.yaml layered on top (fine-tuned text column)
+    variant: str | None = None  # a VARIANTS key: that configs/<method>/<file> layered on top
     config_path: str | None = None
 
     @property
     def label(self) -> str:
-        """The row name: ``<method>`` or ``<method>+ft`` (text features of a fine-tuned encoder)."""
+        """The row name: ``<method>`` or ``<method>+<variant>`` (``+ft``: text features of a fine-tuned encoder;
+        ``+students``: TelME's students fine-tuned on the decoded inputs)."""
         return self.method + (f"+{self.variant}" if self.variant else "")
 
 
@@ -129,19 +135,39 @@ def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Seq
     """Which registered methods can train on ``cache`` with their config, and with which overrides."""
     import models  # noqa: F401  (registers the methods)
     from models.base import METHODS
-    from pipeline.config import configs_dir, corpus_config_name, load_config, read_yaml
+    from pipeline.config import configs_dir, corpus_config_name, load_config
 
     names = list(methods) if methods else METHODS.names()
     columns = cache.meta.get("columns", {})
+    inputs = cache.meta.get("inputs") or {}
     plans: list[MethodPlan] = []
     wanted: list[MethodPlan] = []
-    for name in names:  # each method, then its fine-tuned-text variant where the cache holds that column
+    for name in names:  # each method, then each variant it has a config file for
         wanted.append(MethodPlan(method=name))
-        variant = configs_dir() / name / VARIANT_FILE
-        if variant.exists() and all(c in columns for c in (read_yaml(variant).get("features") or {}).values()):
-            wanted.append(MethodPlan(method=name, variant="ft", config_path=str(variant)))
+        demo = any(str(c or "").startswith("demo-") for c in corpus_names)
+        for suffix, file in VARIANTS.items():
+            path = next((f for f in ([configs_dir() / name / f"demo-{file}"] if demo else []) +
+                         [configs_dir() / name / file] if f.exists()), None)
+            if path is not None:
+                wanted.append(MethodPlan(method=name, variant=suffix, config_path=str(path)))
+
+    def absent(name: str, config: dict[str, Any]) -> list[str]:
+        """What ``config`` reads that the cache lacks: feature columns, decoded inputs of fine-tuned roles."""
+        from pipeline.collate import used_features
+
+        decoded = METHODS.get(name).input_roles(dict(config.get("model") or {}))
+        feats = used_features(config)  # a subset run needs only its own columns
+        return ([c for r, c in feats.items() if r not in decoded and c not in columns]
+                + [f"{c} (decoded inputs)" for r, c in feats.items() if r in decoded and c not in inputs])
+
     for plan in wanted:
         name = plan.method
+        if plan.variant is not None:  # shown only where the cache holds what the variant reads
+            try:
+                if absent(name, load_config(name, corpus_config_name(name, corpus_names), plan.config_path)):
+                    continue
+            except Exception:  # noqa: BLE001 - a config that does not load is said in its row below
+                pass
         plans.append(plan)
         if name not in METHODS:
             plan.skip = f"not a registered method (known: {', '.join(METHODS.names())})"
@@ -159,20 +185,16 @@ def plan_methods(cache: Any, corpus_names: Sequence[str | None], *, methods: Seq
             plan.overrides = stage_epochs(base["stages"], epochs) if epochs else []
             plan.overrides += list(set_all)
             plan.config = load_config(name, plan.corpus_config, plan.config_path, overrides=plan.overrides)
+            missing = absent(name, plan.config)
         except Exception as e:  # a config that does not load is that method's problem, said in the table
             plan.skip = f"config does not load: {e}"
             continue
-        from pipeline.collate import used_features
-
-        try:
-            used = list(used_features(plan.config).values())  # a subset run needs only its own columns
-        except Exception as e:  # noqa: BLE001 - that method's problem, said in the table
-            plan.skip = f"config does not load: {e}"
-            continue
-        missing = [c for c in used if c not in columns]
         if missing:
             plan.skip = f"feature columns {', '.join(missing)} are not in the cache"
             continue
+        from pipeline.collate import used_features
+
+        used = list(used_features(plan.config).values())
         if cls.GRANULARITY == "sequence":
             flat = [c for c in used if not columns[c].get("sequence")]
             if flat:

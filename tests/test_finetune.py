@@ -403,6 +403,31 @@ def test_compare_plans_a_finetuned_row_beside_each_frozen_one() -> None:
     assert plans["telme"].config["stages"]["teacher"]["epochs"] == 1
     assert plans["cmath+ft"].config["features"]["text"] == "text.roberta@ft"
     assert plans["dmd+ft"].skip and "sequences" in plans["dmd+ft"].skip
+    assert "telme+students" not in plans  # no decoded inputs in the cache: no row
+
+
+def test_compare_plans_a_students_row_where_the_cache_has_decoded_inputs() -> None:
+    """`compare` adds `telme+students` (TelME's students fine-tuned, issue 12) where the cache holds the decoded
+    inputs of data2vec and TimeSformer: the demo settings on a demo corpus, the paper's elsewhere."""
+    from types import SimpleNamespace
+
+    from pipeline.compare import plan_methods
+
+    cols = ["text.roberta", "text.roberta-context", "audio.data2vec", "video.timesformer", "audio.opensmile",
+            "video.densenet"]
+    meta = {"columns": {c: {"sequence": False} for c in cols}, "label_sets": {"primary": ["a", "b", "c"]},
+            "inputs": {"audio.data2vec": {}}}
+    cache = SimpleNamespace(meta=meta, task="classification")
+    assert "telme+students" not in {p.label for p in plan_methods(cache, ["demo-meld"], methods=["telme"])}
+    meta["inputs"]["video.timesformer"] = {}
+    demo = {p.label: p for p in plan_methods(cache, ["demo-meld"], methods=["telme"], epochs=1)}
+    assert not demo["telme+students"].skip
+    assert demo["telme+students"].config_path.endswith("configs/telme/demo-students-finetune.yaml")
+    assert demo["telme+students"].config["model"]["students"] == "finetune"
+    assert demo["telme+students"].config["stages"]["student_audio"]["epochs"] == 1
+    meld = {p.label: p for p in plan_methods(cache, ["meld"], methods=["telme"])}
+    assert meld["telme+students"].config_path.endswith("configs/telme/students-finetune.yaml")
+    assert meld["telme+students"].config["stages"]["fusion"]["lr"] == 1.0e-5
 
 
 def test_cli_bad_input_is_one_line_exit_2(demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
