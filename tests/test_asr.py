@@ -61,6 +61,33 @@ def test_tiny_whisper_transcribes_with_timestamps(whisper, recording):
     assert all(a.end <= b.start for a, b in zip(segments, segments[1:]))
 
 
+def test_recording_over_30_s_goes_through_windows(whisper, recording, tmp_path):
+    """Whisper reads 30 s at a time: a longer recording is transcribed in 30 s windows (the ASR pipeline's
+    chunked mode) and its segments stay inside the whole recording."""
+    import soundfile as sf
+
+    from pipeline.asr import SAMPLE_RATE, Transcriber
+
+    wave, rate = sf.read(recording, dtype="float32")
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(wave, int(np.ceil(42 * rate / len(wave)))), rate)
+    asr = Transcriber(whisper)
+    pipe = asr._load()
+    calls: list[dict] = []
+
+    def spy(inputs, **kwargs):
+        calls.append({"seconds": len(inputs["raw"]) / inputs["sampling_rate"], **kwargs})
+        return pipe(inputs, **kwargs)
+
+    asr._pipe = spy
+    chunks, duration = asr.chunks(long)
+    assert 42.0 <= duration < 50.0 and calls[0]["seconds"] == pytest.approx(duration)
+    assert calls[0]["chunk_length_s"] == 30 and SAMPLE_RATE == 16000
+    segments = segment_chunks(chunks, duration)
+    assert all(0.0 <= s.start < s.end <= duration for s in segments)
+    assert asr.chunks(recording)[1] < 30 and "chunk_length_s" not in calls[-1]  # a short one: one pass
+
+
 def test_predict_with_asr_and_segment(cmath_meld_runs, whisper, recording, demo_root, tmp_path, capsys):
     """``--asr``: a clip without transcript gets one, marked machine-made; ``--segment`` splits a recording
     into a dialogue of utterances at the ASR's timestamps; each gets a label."""
