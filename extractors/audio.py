@@ -254,7 +254,7 @@ class OpenSmileEncoder(Encoder):
 
     def __init__(self, *, feature_set: str = "eGeMAPSv02", sample_rate: int = 16000, max_seconds: float | None = None,
                  sequence: bool = False, device: str = "cpu", dtype: str | None = None) -> None:
-        import opensmile
+        from importlib.metadata import version
 
         if feature_set not in OPENSMILE_SETS:
             raise ValueError(f"feature_set must be one of {OPENSMILE_SETS}, got {feature_set!r}")
@@ -262,10 +262,22 @@ class OpenSmileEncoder(Encoder):
         self.sample_rate = int(sample_rate)
         self.max_seconds = None if max_seconds is None else float(max_seconds)
         self.sequence = bool(sequence)
-        self.opensmile_version = str(opensmile.__version__)
+        self.opensmile_version = str(version("opensmile"))  # the package's version, without importing it
         self._smiles: dict[str, Any] | None = None
-        self.dim = len(self._smile("Functionals").feature_names)
-        self.seq_dim = len(self._smile("LowLevelDescriptors").feature_names)
+        self._dims: dict[str, int] = {}  # feature level -> width, asked of openSMILE when first needed
+
+    def _width(self, level: str) -> int:
+        if level not in self._dims:
+            self._dims[level] = len(self._smile(level).feature_names)
+        return self._dims[level]
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        return self._width("Functionals")
+
+    @property
+    def seq_dim(self) -> int:
+        return self._width("LowLevelDescriptors")
 
     def _smile(self, level: str) -> Any:
         """A ``Smile`` per feature level, created lazily in each process (workers re-create theirs)."""

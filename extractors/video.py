@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from extractors.base import Encoder, EncoderInput, EncoderInputError, EncoderOutput, register_encoder
+from pipeline.errors import MissingFile, UserValueError
 from extractors.faces import FaceCropper
 from extractors.profiles import (TorchEncoder, dtype_name, file_identity, has_local_file, hf_config, torch_dtype,
                                  weights_identity)
@@ -187,7 +188,7 @@ def _read_state_dict(path: str) -> dict[str, Any]:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: DenseNet weights file not found")
+        raise MissingFile(f"{p}: DenseNet weights file not found")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -203,7 +204,7 @@ def _check_fits(path: str, skeleton: Any, model_name: str) -> None:
     read from the file's header only (a torch pickle can only be checked when it is loaded)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: DenseNet weights file not found")
+        raise MissingFile(f"{p}: DenseNet weights file not found")
     if p.suffix != ".safetensors":
         return
     from safetensors import safe_open
@@ -213,7 +214,7 @@ def _check_fits(path: str, skeleton: Any, model_name: str) -> None:
         have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith("classifier.")}
     bad = sorted(set(want) ^ set(have)) + sorted(k for k in set(want) & set(have) if want[k] != have[k])
     if bad:
-        raise ValueError(f"{path}: does not fit timm {model_name!r}: {len(bad)} tensors differ in name or shape "
+        raise UserValueError(f"{path}: does not fit timm {model_name!r}: {len(bad)} tensors differ in name or shape "
                          f"(first: {bad[0]})")
 
 
@@ -237,7 +238,6 @@ class DenseNetEncoder(FacePolicyMixin, TorchEncoder, Encoder):
                  dtype: str | None = None, sequence: bool = False, num_frames: int = 8, image_size: int = 224,
                  face_crop: bool = False, face: str = "frame", seed: int = 0,
                  model_kwargs: dict[str, Any] | None = None, random_weights: bool = False) -> None:
-        import timm
         import torch
 
         if face_crop and face == "frame":
@@ -255,22 +255,38 @@ class DenseNetEncoder(FacePolicyMixin, TorchEncoder, Encoder):
         self.seed = int(seed)
         self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
-        try:
-            with torch.device("meta"):  # structure only; the weights load on the first encode
-                skeleton = timm.create_model(weights, pretrained=False, num_classes=0, **self.model_kwargs)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(f"densenet: cannot build timm {weights!r} with {self.model_kwargs}: {e}") from e
-        self.dim = int(skeleton.num_features)
-        if weights_file:
-            _check_fits(weights_file, skeleton, weights)
+        # timm (2 s to import: torchvision, dynamo) is imported only when the structure is needed (``dim``, the
+        # first encode), so an unchanged re-run that computes nothing never imports it
+        self._dim: int | None = None
+        if weights_file and not Path(weights_file).expanduser().is_file():
+            raise MissingFile(f"{Path(weights_file).expanduser()}: DenseNet weights file not found")
         self._file_id: str | None = file_identity(Path(weights_file).expanduser()) if weights_file else None
         self.random_weights = bool(random_weights) or not weights_file
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        """Embedding width, from the architecture built on the meta device (structure only; checks that a
+        .safetensors ``weights_file`` fits it, from the file's header)."""
+        if self._dim is None:
+            import timm
+            import torch
+
+            try:
+                with torch.device("meta"):
+                    skeleton = timm.create_model(self.model_name, pretrained=False, num_classes=0, **self.model_kwargs)
+            except (RuntimeError, TypeError) as e:
+                raise UserValueError(f"densenet: cannot build timm {self.model_name!r} with {self.model_kwargs}: {e}") from e
+            if self.weights_file:
+                _check_fits(self.weights_file, skeleton, self.model_name)
+            self._dim = int(skeleton.num_features)
+        return self._dim
 
     def _load_model(self) -> Any:
         import timm
         import torch
 
+        _ = self.dim  # the structure checks first (a clear error for a file that does not fit)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = timm.create_model(self.model_name, pretrained=False, num_classes=0, **self.model_kwargs)
@@ -279,7 +295,7 @@ class DenseNetEncoder(FacePolicyMixin, TorchEncoder, Encoder):
             try:
                 model.load_state_dict(state, strict=True)
             except RuntimeError as e:
-                raise ValueError(f"{self.weights_file}: does not fit timm {self.model_name!r}: {e}") from e
+                raise UserValueError(f"{self.weights_file}: does not fit timm {self.model_name!r}: {e}") from e
         return model
 
     def settings(self) -> dict[str, Any]:

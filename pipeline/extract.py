@@ -612,6 +612,8 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
         keys = resolve_keys(items, encoder.modality, encoder.uses_history, done)
         (keys_by_input if decoded else keys_by_column)[col] = keys
         todo = [(k, it) for k, it in zip(keys, items) if k not in done]
+        if todo:
+            _ = encoder.dim  # a column that will compute checks its structure now (a misfit file), before any work
         plans.append((col, fp, keys, ColumnJob(encoder, todo, folder, encoder.name in settings.sequence and not decoded,
                                                  decoded)))
     encoder = None  # the plans hold the encoders now (and drop each modality's after computing it)
@@ -636,7 +638,8 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
     previous = {col: c for col, c in (old_report.get("columns") or {}).items()
                 if same_records and "truncated" in c} if old_report else {}
     try:
-        _compute_columns(by_modality, items, settings, state, columns, report_cols, previous, inputs)
+        known = {col: (c.get("fingerprint"), c.get("dim")) for col, c in [*old_columns.items(), *old_inputs.items()]}
+        _compute_columns(by_modality, items, settings, state, columns, report_cols, previous, inputs, known)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -702,10 +705,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "ColumnJob"]]], items: list[EncoderInput],
                      settings: ExtractSettings, state: Any, columns: dict[str, Any], report_cols: dict[str, Any],
-                     previous: dict[str, dict[str, Any]], inputs: dict[str, Any] | None = None) -> None:
+                     previous: dict[str, dict[str, Any]], inputs: dict[str, Any] | None = None,
+                     known: dict[str, tuple[Any, Any]] | None = None) -> None:
     """Compute the planned columns, one modality at a time, and record each in ``columns`` (decoded-inputs
     columns in ``inputs``) / ``report_cols`` (``previous``: the last run's report of each column, over the
-    same records)."""
+    same records; ``known``: column -> (fingerprint, dim) of the last save, so a column that computes nothing
+    does not build its encoder's structure just to say its width)."""
     for group in by_modality.values():
         t_group = time.perf_counter()
         jobs = [plan[3] for plan in group]
@@ -720,8 +725,10 @@ def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "Col
         for (col, fp, keys, job), res in zip(group, results):
             encoder, todo = job.encoder, job.todo
             name = encoder.name
+            last_fp, last_dim = (known or {}).get(col, (None, None))
+            dim = int(last_dim) if not todo and last_fp == fp and last_dim is not None else int(encoder.dim)
             (inputs if job.decoded and inputs is not None else columns)[col] = {
-                            "encoder": name, "version": encoder.version, "fingerprint": fp, "dim": int(encoder.dim),
+                            "encoder": name, "version": encoder.version, "fingerprint": fp, "dim": dim,
                             "settings": encoder.settings(), "random_weights": bool(encoder.random_weights),
                             "dtype": settings.dtype, "sequence": job.sequence,
                             "uses_history": bool(encoder.uses_history), "profile": settings.profile,
@@ -729,7 +736,7 @@ def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "Col
                             "finetuned_from": getattr(encoder, "finetuned_from", None)}
             rcol = col + (" (inputs)" if job.decoded else "")
             report_cols[rcol] = {"encoder": name, "kind": "inputs" if job.decoded else "features",
-                                "fingerprint": fp, "dim": int(encoder.dim),
+                                "fingerprint": fp, "dim": dim,
                                 "reused": len(keys) - len(todo), "computed": len(todo),
                                 "random_weights": bool(encoder.random_weights), "seconds": seconds,
                                 "encode_seconds": round(res["encode_seconds"], 2),

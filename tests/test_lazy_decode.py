@@ -76,6 +76,54 @@ def test_unchanged_rerun_loads_no_weights(demo_root: Path, demo_meld_cache: Path
     assert dict(WEIGHT_LOADS) == before
 
 
+def test_unchanged_rerun_imports_neither_timm_nor_opensmile(demo_root: Path, demo_meld_cache: Path,
+                                                             tmp_path: Path) -> None:
+    """In a fresh process (what `make features` again is), an unchanged re-run does not import timm (2 s:
+    torchvision, dynamo) or openSMILE just to know the width of columns it does not compute."""
+    import json
+    import subprocess
+    import sys
+
+    cache = tmp_path / "demo-meld"
+    shutil.copytree(demo_meld_cache, cache)
+    script = f"""
+import json, sys
+from pipeline.catalog import corpus_entry
+from pipeline.corpora.base import read_corpus
+from pipeline.extract import ExtractSettings, extract
+entry = corpus_entry("demo-meld", {str(demo_root / "meld")!r})
+data = read_corpus(entry.reader, entry.root, **entry.options)
+data.name = "demo-meld"
+r = extract(data, {str(cache)!r}, ExtractSettings(encoders=entry.encoders, sequence=tuple(entry.sequence), progress=False))
+print(json.dumps({{"computed": sorted({{c["computed"] for c in r["columns"].values()}}), "rewrote": r["rewrote_dataset"],
+                  "timm": "timm" in sys.modules, "opensmile": "opensmile" in sys.modules}}))
+"""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"computed": [0], "rewrote": False, "timm": False, "opensmile": False}
+    meta = json.loads((cache / "meta.json").read_text())
+    assert meta["columns"]["video.densenet"]["dim"] == json.loads((demo_meld_cache / "meta.json").read_text())[
+        "columns"]["video.densenet"]["dim"]
+
+
+def test_densenet_weights_that_do_not_fit_are_one_clear_error(tiny: dict[str, str], tmp_path: Path) -> None:
+    """The fit check moved from the constructor to the first use of the structure (``dim``; the extract
+    stage asks for it while planning a column that computes, before any work). Both errors are user errors
+    (the command printed a traceback and exited 1 before)."""
+    kwargs = {"weights_file": str(tiny["densenet"]), "model_kwargs": {"growth_rate": 8, "block_config": [1, 1, 1, 1],
+                                                                       "bn_size": 2}}
+    enc = create_encoder("densenet", **kwargs)  # the file's header is read later, not here
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="does not fit timm 'densenet121'"):  # one line, exit 2 from a command
+        _ = enc.dim
+    with pytest.raises(UserError, match="weights file not found"):
+        create_encoder("densenet", weights_file=str(tmp_path / "absent.safetensors"))
+
+
 def test_grouped_decode_equals_one_encoder_at_a_time(tiny: dict[str, str], tmp_path: Path) -> None:
     """Both video encoders (different sizes) and both audio encoders in one pass give exactly the shards of
     one pass per encoder with the decode memo off; a corrupt clip is a recorded skip naming the file."""
