@@ -457,18 +457,23 @@ class ExtractSettings:
     threads: int | str = "auto"  # torch intra-op threads of the encoding process (see compute_threads)
 
 
-def compute_threads(setting: int | str, num_workers: int) -> int:
+# Modalities whose ``load`` is cheap (tokenizing): their DataLoader workers idle, so ``encode`` may take every core.
+LIGHT_LOAD_MODALITIES = ("text",)
+
+
+def compute_threads(setting: int | str, num_workers: int, modality: str | None = None) -> int:
     """Intra-op threads of the process that runs ``encode``: ``setting`` when a number, else (``"auto"``) the
-    cores this process may use less the decoding workers, at least 1. The workers and the encoders share the
-    cores; more threads than that only contend (on a busy 2-core machine, MiniLM encodes 3x faster on one
-    thread than on two; bench/README.md)."""
+    cores this process may use less the decoding workers, at least 1 (the workers and the encoders share the
+    cores: more threads only contend; the audio group of the demo runs 1.2x faster on 1 thread than on 2 with
+    2 decode workers), or every core for a modality whose workers only tokenize (the demo's two text
+    columns: 9.3 s on 1 thread, 5.9 s on 2; bench/README.md)."""
     if setting != "auto":
         n = int(setting)
         if n < 1:
             raise ValueError(f"threads must be 'auto' or >= 1, got {setting!r}")
         return n
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - int(num_workers))
+    return cores if modality in LIGHT_LOAD_MODALITIES else max(1, cores - int(num_workers))
 
 
 def process_state():
@@ -629,7 +634,6 @@ def _extract_locked(data: CorpusData, cache_dir: Path, settings: ExtractSettings
     import torch
 
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(compute_threads(settings.threads, settings.num_workers))
     # A column that computes nothing over the same records keeps the truncation summary of the last run
     # (it reads every clip's header: the bulk of an unchanged re-run otherwise).
     old_report = _read_json(cache_dir / "report.json")
@@ -711,8 +715,11 @@ def _compute_columns(by_modality: dict[str, list[tuple[str, str, list[str], "Col
     columns in ``inputs``) / ``report_cols`` (``previous``: the last run's report of each column, over the
     same records; ``known``: column -> (fingerprint, dim) of the last save, so a column that computes nothing
     does not build its encoder's structure just to say its width)."""
-    for group in by_modality.values():
+    import torch
+
+    for modality, group in by_modality.items():
         t_group = time.perf_counter()
+        torch.set_num_threads(compute_threads(settings.threads, settings.num_workers, modality))
         jobs = [plan[3] for plan in group]
         mine = {row[0].utterance_id for row in group_rows(jobs)[state.process_index::state.num_processes]}
         rank_jobs = [dataclasses.replace(job, todo=[(k, it) for k, it in job.todo if it.utterance_id in mine])

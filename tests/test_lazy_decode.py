@@ -169,7 +169,7 @@ def test_grouped_decode_equals_one_encoder_at_a_time(tiny: dict[str, str], tmp_p
 
 def test_thread_choices() -> None:
     """Training: 1 intra-op thread for a small model, torch's default for a big one, a number as given; extract:
-    the cores left after the decode workers, at least 1."""
+    the cores left after the decode workers, at least 1; every core for text (its workers only tokenize)."""
     from pipeline.extract import compute_threads
     from pipeline.train import SMALL_MODEL_PARAMS, cpu_threads
 
@@ -181,4 +181,7 @@ def test_thread_choices() -> None:
     cores = len(os.sched_getaffinity(0))
     assert compute_threads("auto", 0) == cores
     assert compute_threads("auto", cores + 5) == 1
+    assert compute_threads("auto", 2, "audio") == compute_threads("auto", 2, "video") == max(1, cores - 2)
+    assert compute_threads("auto", 2, "text") == cores  # its workers only tokenize
+    assert compute_threads(1, 2, "text") == 1
     assert compute_threads(2, 16) == 2
