@@ -904,7 +904,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding media")
     p.add_argument("--shard-size", type=int, default=256, help="rows per shard (the most a kill can lose)")
     p.add_argument("--threads", default="auto",
-                   help="torch threads of the encoding process (default auto: the cores left after --num-workers)")
+                   help="torch threads of the encoding process (default auto: the cores left after --num-workers "
+                        "for audio and video, every core for text, whose workers only tokenize)")
     p.add_argument("--sequence", nargs="*", default=None,
                    help="encoders that also store per-step sequences (default: the corpus' catalog entry)")
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="encoder compute dtype on GPU")
