@@ -8,7 +8,10 @@ OUT becomes a self-contained folder in the Hugging Face model-repo layout, which
     config.json        what the model is (method, final stage, task, id2label / label2id, feature roles, dims)
     config.yaml        the run's resolved config (what ``load_run`` builds the model from)
     features.json      the feature recipe: per column the encoder, its settings and fingerprint (``predict``
-                       rebuilds the encoders from it and checks the fingerprints)
+                       rebuilds the encoders from it and checks the fingerprints). A column whose encoder
+                       the run's profile rebuilds as it was gets no ``kwargs`` (they only held this
+                       machine's paths: the venv, ``~/.cache/merc``); ``predict`` rebuilds it from the
+                       profile wherever it runs. Encoders given by hand keep their kwargs.
     labels.json        the label set
     metrics.json       dev / test metrics and the final stage; its weights are ``model.safetensors``
     model.safetensors  the final stage's weights
@@ -155,6 +158,29 @@ def hf_config(run: Any, saved: dict[str, Any]) -> dict[str, Any]:
             "num_classes": run.features.get("num_classes"), "weights": WEIGHTS_FILE}
 
 
+def portable_features(features: dict[str, Any]) -> dict[str, Any]:
+    """``features`` without the saved constructor kwargs of each feature column that its profile rebuilds
+    identically here (they name only this machine's paths); other columns keep theirs."""
+    import copy
+
+    from extractors.profiles import encoder_kwargs
+
+    out = copy.deepcopy(features)
+    for info in (out.get("columns") or {}).values():
+        kwargs, profile = info.get("kwargs"), info.get("profile")
+        if kwargs is None or not profile or info.get("finetuned_from"):
+            continue
+        try:
+            rebuilt = encoder_kwargs(str(profile), str(info["encoder"]))
+        except Exception:  # noqa: BLE001 - a profile that cannot say: keep the kwargs
+            continue
+        if info.get("sequence"):
+            rebuilt["sequence"] = True
+        if json.loads(json.dumps(rebuilt)) == json.loads(json.dumps(kwargs)):
+            info["kwargs"] = None
+    return out
+
+
 def verify_export(folder: str | Path) -> None:
     """Raise :class:`ExportError` unless ``folder`` holds exactly the export files, as plain non-executable
     files, with safetensors weights."""
@@ -198,7 +224,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
     saved = dict(run.saved)
     metrics = {k: saved[k] for k in METRICS_KEYS if k in saved}
     metrics["final_weights"] = WEIGHTS_FILE
-    features = {k: v for k, v in run.features.items() if k != "cache"}
+    features = portable_features({k: v for k, v in run.features.items() if k != "cache"})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -59,6 +59,13 @@ def test_export_layout_and_model_card(exported, fused):
     ours, theirs = load_file(str(exported / "model.safetensors")), load_file(str(fused / saved["final_weights"]))
     assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours)
 
+    # no path of this machine in the recipe: the profile's encoders are rebuilt from the profile by predict
+    recipe = (exported / "features.json").read_text()
+    assert str(Path.home()) not in recipe and "site-packages" not in recipe, recipe[:2000]
+    shared = json.loads(recipe)["columns"]
+    assert set(shared) == set(features["columns"]) and all(shared[c]["kwargs"] is None for c in shared)
+    assert all(shared[c]["fingerprint"] == features["columns"][c]["fingerprint"] for c in shared)
+
 
 def test_predict_on_the_export_equals_the_run(exported, fused, demo_root):
     """The exported folder, moved away from everything, predicts what the run predicts."""
