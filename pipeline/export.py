@@ -9,7 +9,7 @@ OUT becomes a self-contained folder in the Hugging Face model-repo layout, which
     config.yaml        the run's resolved config (what ``load_run`` builds the model from)
     features.json      the feature recipe: per column the encoder, its settings and fingerprint (``predict``
                        rebuilds the encoders from it and checks the fingerprints). A column whose encoder
-                       the run's profile rebuilds as it was gets no ``kwargs`` (they only held this
+                       the run's profile rebuilds as it was gets no ``kwargs`` (decoded inputs too) (they only held this
                        machine's paths: the venv, ``~/.cache/merc``); ``predict`` rebuilds it from the
                        profile wherever it runs. Encoders given by hand keep their kwargs.
     labels.json        the label set
@@ -59,8 +59,11 @@ def _plugin_method(method: str) -> bool:
 def _columns_lines(features: dict[str, Any]) -> list[str]:
     lines = []
     for role, col in features["features"].items():
-        c = features["columns"][col]
+        tuned = col not in features["columns"]  # a role whose encoder the run fine-tuned (TelME's students)
+        c = (features.get("inputs") or {}).get(col, {}) if tuned else features["columns"][col]
         weights = (c.get("kwargs") or {}).get("weights") or (c.get("settings") or {}).get("weights")
+        if tuned:
+            weights = f"fine-tuned in this run (in model.safetensors), from {weights or 'its profile'}"
         flag = "**yes** (offline stand-in, not a pretrained feature)" if c.get("random_weights") else "no"
         lines.append(f"| {role} | `{col}` | {c.get('encoder')} v{c.get('version')} | {c.get('profile')} | "
                      f"{weights or '-'} | {flag} | {c.get('dim')} | `{c.get('fingerprint')}` |")
@@ -159,14 +162,14 @@ def hf_config(run: Any, saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def portable_features(features: dict[str, Any]) -> dict[str, Any]:
-    """``features`` without the saved constructor kwargs of each feature column that its profile rebuilds
-    identically here (they name only this machine's paths); other columns keep theirs."""
+    """``features`` without the saved constructor kwargs of each feature column and decoded-inputs column
+    that its profile rebuilds identically here (they name only this machine's paths); others keep theirs."""
     import copy
 
     from extractors.profiles import encoder_kwargs
 
     out = copy.deepcopy(features)
-    for info in (out.get("columns") or {}).values():
+    for info in [*(out.get("columns") or {}).values(), *(out.get("inputs") or {}).values()]:
         kwargs, profile = info.get("kwargs"), info.get("profile")
         if kwargs is None or not profile or info.get("finetuned_from"):
             continue

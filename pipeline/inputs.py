@@ -140,23 +140,35 @@ def inputs_meta(cache: Any) -> dict[str, dict[str, Any]]:
 
 
 def build_input_encoder(column: str, info: dict[str, Any]) -> Encoder:
-    """The encoder whose inputs ``column`` holds, built from the saved constructor kwargs; its decoded-inputs
-    fingerprint must equal the cached one (else its ``load`` would not make what the cache holds)."""
+    """The encoder whose inputs ``column`` holds, built from the saved constructor kwargs or, when there are
+    none (an export leaves out what the profile rebuilds) or they do not load here, from the column's
+    profile; its decoded-inputs fingerprint must equal the cached one (else its ``load`` would not make
+    what the cache holds)."""
     from extractors.base import create_encoder
+    from extractors.profiles import encoder_kwargs
     from pipeline.config import ConfigError
 
-    kwargs = dict(info.get("kwargs") or {})
-    try:
-        encoder = create_encoder(str(info["encoder"]), **kwargs)
-    except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(f"decoded inputs {column}: cannot rebuild encoder {info.get('encoder')!r} with the "
-                          f"cached settings ({e})") from None
-    encoder.init_kwargs = kwargs  # type: ignore[attr-defined]
-    got = DecodedInputs(encoder).fingerprint()
-    if got != info.get("fingerprint"):
-        raise ConfigError(f"decoded inputs {column}: the rebuilt encoder decodes differently (fingerprint {got} "
-                          f"!= cached {info.get('fingerprint')}); re-run `features --inputs {info['encoder']}`")
-    return encoder
+    name = str(info["encoder"])
+    attempts: list[tuple[str, Any]] = []
+    if info.get("kwargs") is not None:
+        attempts.append(("the cached settings", lambda: dict(info["kwargs"])))
+    if info.get("profile"):
+        attempts.append((f"profile {info['profile']!r}", lambda: encoder_kwargs(str(info["profile"]), name)))
+    errors: list[str] = []
+    for how, make in attempts:
+        try:
+            kwargs = make()
+            encoder = create_encoder(name, **kwargs)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            errors.append(f"{how}: {e}")
+            continue
+        encoder.init_kwargs = kwargs  # type: ignore[attr-defined]
+        got = DecodedInputs(encoder).fingerprint()
+        if got == info.get("fingerprint"):
+            return encoder
+        errors.append(f"{how}: decodes differently (fingerprint {got} != cached {info.get('fingerprint')})")
+    raise ConfigError(f"decoded inputs {column}: cannot rebuild encoder {name!r} as cached ("
+                      + ("; ".join(errors) or "no settings saved") + f"); re-run `features --inputs {name}`")
 
 
 __all__ = ["DecodedInputs", "InputRows", "InputStore", "INPUTS_DIR", "KEY_SUFFIX", "MISSING_SUFFIX", "META_KEY",

@@ -267,6 +267,19 @@ def test_predict_on_a_clip_equals_scoring_it_from_the_cache(ft_run: tuple[Path, 
     labels = pred.label_names
     np.testing.assert_allclose([u["probabilities"][c] for c in labels], ref, atol=1e-5)
     assert not u["degraded"]
+    # the exported run (no path of this machine in its recipe: the students' encoders are rebuilt from the
+    # profile, their fine-tuned weights come from model.safetensors) predicts the same
+    from pipeline.export import export_run
+
+    exported = export_run(out, tmp_path / "export")
+    recipe = (exported / "features.json").read_text()
+    assert str(Path.home()) not in recipe and "site-packages" not in recipe
+    assert {c["kwargs"] for c in json.loads(recipe)["inputs"].values()} == {None}
+    card = (exported / "README.md").read_text()  # exporting a finetune-mode run crashed here (KeyError) before
+    assert "`audio.data2vec` | data2vec" in card and card.count("fine-tuned in this run") == 2
+    with one_torch_thread():
+        (v,) = predict(exported, [clip], speaker=r["speaker"]).utterances
+    np.testing.assert_allclose([v["probabilities"][c] for c in labels], ref, atol=1e-5)
 
 
 def test_finetune_mode_without_decoded_inputs_is_one_clear_error(demo_meld_cache: Path, tmp_path: Path) -> None:
